@@ -1,0 +1,45 @@
+# The project's entry points. Each target installs what it needs first.
+# `make pipeline` runs the main job; `make test` runs the tests.
+
+SHELL := /bin/bash
+PROFILE ?= smoke
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTHON ?= $(shell tools/find-python310.sh)
+
+.PHONY: install pipeline test test-fast data-synthetic data-flickr8k bench clean help
+
+help:  ## list the targets
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+install: $(STAMP)  ## create .venv (Python 3.10) and install exactly requirements.lock + the project
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -n "$(PYTHON)" || { tools/find-python310.sh --explain; exit 1; }
+	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --disable-pip-version-check "$$(grep -E '^uv==' requirements.lock)"
+	$(VENV)/bin/uv pip sync --python $(VPY) requirements.lock
+	$(VENV)/bin/uv pip install --python $(VPY) --no-deps -e .
+	@touch $(STAMP)
+
+pipeline: $(STAMP)  ## run the TFX pipeline locally for PROFILE (default: smoke)
+	$(VPY) -m pipelines.local_runner --profile $(PROFILE)
+
+test: $(STAMP)  ## run every test (unit, data, model and end-to-end)
+	tools/run-pytest.sh
+
+test-fast: $(STAMP)  ## unit tests only, no pipeline runs
+	$(VPY) -m pytest -m "not e2e"
+
+data-synthetic: $(STAMP)  ## write the synthetic dataset of the smoke profile
+	$(VPY) -m data.synthetic --profile $(PROFILE)
+
+data-flickr8k: $(STAMP)  ## download, verify and extract Flickr8k into the profile's data dir
+	$(VPY) -m data.download --profile flickr8k
+
+bench: $(STAMP)  ## run the benchmarks in bench/ (slow)
+	$(VPY) -m bench.ingestion --profile $(PROFILE)
+
+clean:  ## remove generated outputs (keeps .venv)
+	rm -rf outputs
