@@ -1,0 +1,1 @@
+"""AnomaliesCheck: stops the pipeline when ExampleValidator found anomalies."""

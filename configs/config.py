@@ -1,0 +1,286 @@
+"""One typed, frozen configuration for the whole project, read from YAML profiles.
+
+Called by the runners (`pipelines/`), the data tools (`data/`), the benchmarks and the
+tests: each of them loads a profile once with `load_config(...)` and passes the object (or
+parts of it) down. Every path, threshold and hyper-parameter lives in a profile under
+`configs/`; the environment may override the data directory (`CAPTIONER_DATA_DIR`) and the
+output root (`CAPTIONER_OUTPUT_ROOT`). Unknown keys are an error that names the key, so a
+typo never silently falls back to a default. Nothing runs at import time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PROFILES_DIR = REPO_ROOT / "configs"
+ENV_DATA_DIR = "CAPTIONER_DATA_DIR"
+ENV_OUTPUT_ROOT = "CAPTIONER_OUTPUT_ROOT"
+
+
+class ConfigError(ValueError):
+    """A profile is malformed: unknown key, wrong type or missing value."""
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"config key {key!r} is {value!r}; choose one of {', '.join(choices)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """Where the pipeline writes and how TFX runs it."""
+
+    name: str
+    # Root of every generated output (TFX artifacts, ML Metadata, MLflow store, pushes).
+    output_root: str
+    enable_cache: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticConfig:
+    """The generated dataset of the smoke profile (see data/synthetic.py)."""
+
+    num_images: int = 60
+    seed: int = 0
+    min_size: int = 96
+    max_size: int = 256
+    split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Which dataset, where it lives, and which split plays which role."""
+
+    # "synthetic": generate into data_dir; "flickr8k": read data_dir, downloading the
+    # release archives into it when it is missing and `download` is true.
+    source: str
+    data_dir: str
+    download: bool = False
+    # Split files to read (a missing split file is skipped with a log line).
+    splits: tuple[str, ...] = ("train", "dev", "test")
+    train_split: str = "train"
+    eval_split: str = "dev"
+    synthetic: SyntheticConfig = SyntheticConfig()
+
+    def __post_init__(self) -> None:
+        _check_choice("data.source", self.source, ("synthetic", "flickr8k"))
+        for role in (self.train_split, self.eval_split):
+            if role not in self.splits:
+                raise ConfigError(f"split {role!r} is not among data.splits {self.splits}")
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestConfig:
+    """How ingestion treats bad records."""
+
+    # The run fails when skipped images or skipped caption lines exceed this fraction.
+    max_skipped_fraction: float = 0.01
+    # Images wider or taller than this are skipped as oversized (a guard against bombs).
+    max_image_pixels: int = 50_000_000
+    num_shards: int = 0  # 0 lets Beam choose
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.max_skipped_fraction <= 1.0:
+            raise ConfigError("ingest.max_skipped_fraction must be between 0 and 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidationConfig:
+    """The curated schema that TFDV validates every run against."""
+
+    schema_dir: str = "data/schema"
+
+
+@dataclasses.dataclass(frozen=True)
+class BeamConfig:
+    """Beam options of every Beam-based component (see pipelines/beam_args.py)."""
+
+    # "in_memory", "multi_threading" or "multi_processing" (DirectRunner only).
+    direct_running_mode: str = "in_memory"
+    direct_num_workers: int = 1
+    # Extra pipeline arguments, e.g. ["--runner=FlinkRunner", "--flink_master=host:8081"].
+    extra_args: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_choice(
+            "beam.direct_running_mode",
+            self.direct_running_mode,
+            ("in_memory", "multi_threading", "multi_processing"),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything a run needs; build it with `load_config`."""
+
+    profile: str
+    pipeline: PipelineConfig
+    data: DataConfig
+    ingest: IngestConfig = IngestConfig()
+    validation: ValidationConfig = ValidationConfig()
+    beam: BeamConfig = BeamConfig()
+
+    def resolve(self, path: str) -> Path:
+        """An absolute path: relative paths in profiles are relative to the repo root."""
+        p = Path(os.path.expanduser(path))
+        return p if p.is_absolute() else (REPO_ROOT / p)
+
+    @property
+    def output_root(self) -> Path:
+        return self.resolve(self.pipeline.output_root)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.resolve(self.data.data_dir)
+
+    def to_flat_dict(self) -> dict[str, Any]:
+        """`section.key -> value`, for logging the whole config (e.g. as MLflow params)."""
+        return _flatten(dataclasses.asdict(self))
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def load_config(
+    profile: str,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """Load a profile name (`smoke`) or YAML path, apply dotted overrides, then env vars.
+
+    A profile may start with `extends: <other profile>` and then lists only what differs.
+    """
+    env = os.environ if env is None else env
+    raw, name = _read_profile(profile, seen=())
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(raw, dotted, value)
+    # Paths from the environment are relative to where the command runs, not to the repo.
+    if env.get(ENV_DATA_DIR):
+        _set_dotted(raw, "data.data_dir", os.path.abspath(env[ENV_DATA_DIR]))
+    if env.get(ENV_OUTPUT_ROOT):
+        _set_dotted(raw, "pipeline.output_root", os.path.abspath(env[ENV_OUTPUT_ROOT]))
+    raw.setdefault("profile", name)
+    return _build(Config, raw, path="")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`key.sub=value` from the command line; the value is parsed as YAML (so 3, 0.5, true)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    key, value = text.split("=", 1)
+    return key.strip(), yaml.safe_load(value)
+
+
+def _read_profile(profile: str, seen: tuple[str, ...]) -> tuple[dict[str, Any], str]:
+    path = Path(profile) if profile.endswith((".yaml", ".yml")) else PROFILES_DIR / f"{profile}.yaml"
+    if not path.is_file():
+        raise ConfigError(
+            f"no profile {profile!r} (looked for {path}); known profiles: "
+            + ", ".join(available_profiles())
+        )
+    if str(path) in seen:
+        raise ConfigError(f"profile {path} extends itself through {seen}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    base_name = raw.pop("extends", None)
+    if base_name is None:
+        return raw, path.stem
+    base, _ = _read_profile(str(base_name), seen + (str(path),))
+    return _deep_merge(base, raw), path.stem
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    node = raw
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"cannot set {dotted!r}: {part!r} is not a section")
+    node[leaf] = value
+
+
+def _build(cls: type, raw: Any, path: str) -> Any:
+    """Build dataclass `cls` from a mapping, checking keys and types."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path or 'config'} must be a mapping, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        where = f"{path}.{unknown[0]}" if path else unknown[0]
+        raise ConfigError(
+            f"unknown config key {where!r}; known keys here: {', '.join(sorted(fields))}"
+        )
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, field in fields.items():
+        key = f"{path}.{name}" if path else name
+        if name in raw:
+            values[name] = _convert(hints[name], raw[name], key)
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing config key {key!r}")
+    return cls(**values)
+
+
+def _convert(hint: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(option, value, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"config key {key!r}: {value!r} is not a {hint}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {key!r} must be a list, got {value!r}")
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, key) for v in value)
+        if len(args) != len(value):
+            raise ConfigError(f"config key {key!r} needs {len(args)} values, got {value!r}")
+        return tuple(_convert(a, v, key) for a, v in zip(args, value))
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is Any or (isinstance(hint, type) and isinstance(value, hint)):
+        if hint is int and isinstance(value, bool):
+            raise ConfigError(f"config key {key!r} must be an int, got {value!r}")
+        return value
+    raise ConfigError(f"config key {key!r} must be {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat

@@ -1,0 +1,68 @@
+"""create_pipeline: the captioner's TFX pipeline as an ordered list of components.
+
+Called by every runner (local_runner.py today; Beam and Kubeflow runners build on the same
+function). It only wires components; each one's work lives under components/.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tfx import v1 as tfx
+
+from components.anomalies_check.component import AnomaliesCheck
+from components.flickr8k_example_gen.component import Flickr8kExampleGen
+from configs import Config
+
+
+def beam_pipeline_args(config: Config) -> list[str]:
+    """Beam options for every Beam-based component, from the config's `beam` section."""
+    args = [
+        f"--direct_running_mode={config.beam.direct_running_mode}",
+        f"--direct_num_workers={config.beam.direct_num_workers}",
+    ]
+    return args + list(config.beam.extra_args)
+
+
+def create_pipeline(
+    config: Config,
+    data_dir: Path,
+    data_fingerprint: str,
+    pipeline_root: Path,
+    metadata_path: Path | None = None,
+) -> tfx.dsl.Pipeline:
+    # Images and captions in the Flickr8k layout -> tf.Examples split by image.
+    example_gen = Flickr8kExampleGen(
+        data_dir=str(data_dir),
+        splits=list(config.data.splits),
+        data_fingerprint=data_fingerprint,
+        max_skipped_fraction=config.ingest.max_skipped_fraction,
+        max_image_pixels=config.ingest.max_image_pixels,
+        num_shards=config.ingest.num_shards,
+    )
+    # Statistics of every split, for validation and for people (TFDV facets).
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    # The curated schema committed in the repo, not one inferred from this run's data.
+    schema_gen = tfx.components.ImportSchemaGen(
+        schema_file=str(config.resolve(config.validation.schema_dir) / "schema.pbtxt")
+    )
+    # Anomalies of each split against that schema.
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
+    )
+    # Stop the run, naming the anomalies, when there are any.
+    anomalies_check = AnomaliesCheck(anomalies=example_validator.outputs["anomalies"])
+
+    components = [example_gen, statistics_gen, schema_gen, example_validator, anomalies_check]
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.pipeline.name,
+        pipeline_root=str(pipeline_root),
+        components=components,
+        enable_cache=config.pipeline.enable_cache,
+        metadata_connection_config=(
+            tfx.orchestration.metadata.sqlite_metadata_connection_config(str(metadata_path))
+            if metadata_path
+            else None
+        ),
+        beam_pipeline_args=beam_pipeline_args(config),
+    )
