@@ -30,7 +30,7 @@ test: $(STAMP)  ## run every test (unit, data, model and end-to-end)
 	tools/run-pytest.sh
 
 test-fast: $(STAMP)  ## unit tests only, no pipeline runs
-	$(VPY) -m pytest -m "not e2e"
+	tools/run-pytest.sh -m "not e2e"
 
 data-synthetic: $(STAMP)  ## write the synthetic dataset of the smoke profile
 	$(VPY) -m data.synthetic --profile $(PROFILE)

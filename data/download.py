@@ -467,6 +467,11 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--no-progress", action="store_true", help="do not report transfer progress on stderr")
+    parser.add_argument(
+        "--profile",
+        metavar="NAME",
+        help="take the data dir from a config profile (e.g. flickr8k; CAPTIONER_DATA_DIR overrides it)",
+    )
     return parser
 
 
@@ -474,8 +479,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (1 with a one-line message on a download or archive error)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.data_dir is None and args.profile:
+        from configs import load_config
+
+        args.data_dir = load_config(args.profile).data_dir
     if args.data_dir is None:
-        parser.error("--data-dir is required")
+        parser.error("--data-dir or --profile is required")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         prepare_flickr8k(args.data_dir, args.mirror, progress=not args.no_progress)

@@ -466,6 +466,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help=f"random seed; the same seed gives byte-identical files (default: {defaults.seed})",
     )
+    parser.add_argument(
+        "--profile",
+        metavar="NAME",
+        help="take the directory and the spec from a config profile (e.g. smoke)",
+    )
     return parser
 
 
@@ -473,12 +478,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, write the dataset and print its summary as JSON."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.profile:
+        from configs import load_config
+
+        config = load_config(args.profile)
+        args.out = args.out or config.data_dir
+        spec = SyntheticSpec(**asdict(config.data.synthetic))
+    else:
+        try:
+            spec = SyntheticSpec(num_images=args.num_images, seed=args.seed)
+        except ValueError as error:
+            parser.error(str(error))
     if args.out is None:
-        parser.error("--out DIR is required")
-    try:
-        spec = SyntheticSpec(num_images=args.num_images, seed=args.seed)
-    except ValueError as error:
-        parser.error(str(error))
+        parser.error("--out DIR or --profile is required")
     summary = generate_dataset(args.out, spec)
     print(json.dumps(summary, indent=2, sort_keys=True))
     return 0

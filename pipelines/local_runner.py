@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,8 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_third_party_noise() -> None:
+    """Hide start-up chatter that says nothing about this run (TF C++ logs, google-* warnings)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    warnings.filterwarnings("ignore", message=".*non-supported Python version.*", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*google-cloud-storage < 3.0.0.*", category=FutureWarning)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_third_party_noise()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = load_config(args.profile, dict(parse_override(o) for o in args.overrides))

@@ -440,7 +440,7 @@ def test_cli_requires_a_data_dir(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as caught:
         main([])
     assert caught.value.code == 2
-    assert "--data-dir is required" in capsys.readouterr().err
+    assert "--data-dir or --profile is required" in capsys.readouterr().err
 
 
 def test_cli_runs_as_a_module_with_help() -> None:

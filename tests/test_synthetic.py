@@ -313,8 +313,10 @@ def test_main_requires_out(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--out" in capsys.readouterr().err
 
 
-def test_build_parser_is_extensible() -> None:
-    parser = synthetic.build_parser()
-    parser.add_argument("--profile")
-    args = parser.parse_args(["--out", "x", "--profile", "smoke"])
-    assert args.profile == "smoke" and args.num_images == SPEC.num_images
+def test_profile_option_takes_the_spec_from_the_config(tmp_path: Path) -> None:
+    from configs import load_config
+
+    out = tmp_path / "from_profile"
+    assert synthetic.main(["--profile", "smoke", "--out", str(out)]) == 0
+    expected = load_config("smoke").data.synthetic.num_images
+    assert len(list((out / synthetic.IMAGES_DIR).glob("*.jpg"))) == expected

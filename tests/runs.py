@@ -1,0 +1,16 @@
+"""Configs for test pipeline runs: the smoke profile, isolated under a temporary root."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from configs import Config, load_config
+
+
+def smoke_config(output_root: Path, **overrides) -> Config:
+    """The smoke profile writing under `output_root` (data included), plus overrides."""
+    base = {
+        "pipeline.output_root": str(output_root),
+        "data.data_dir": str(output_root / "data" / "synthetic"),
+    }
+    return load_config("smoke", {**base, **overrides}, env={})
