@@ -42,7 +42,10 @@ def inspect_image(data: bytes, max_pixels: int) -> tuple[int, int]:
             image.load()  # decodes every scanline: raises on truncated or corrupt data
     except (OverflowError, ValueError):
         raise
-    except (OSError, SyntaxError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:
+        # Pillow refuses huge images in open(), before the size check above can run.
+        raise OverflowError(str(e)) from e
+    except (OSError, SyntaxError) as e:
         raise ValueError(f"cannot decode: {e}") from e
     return height, width
 

@@ -1,0 +1,1 @@
+"""Transform: captions -> normalised words -> token ids; the vocabulary is a graph asset."""
