@@ -180,6 +180,13 @@ class DecodeConfig:
     beam_width: int = 3
     # Beam scores are log-probability / length**alpha (0 = no length normalisation).
     length_penalty: float = 0.7
+    # What the serving_default signature does: "greedy" or "beam_search".
+    default: str = "greedy"
+
+    def __post_init__(self) -> None:
+        _check_choice("decode.default", self.default, ("greedy", "beam_search"))
+        if self.default == "beam_search" and self.beam_width < 2:
+            raise ConfigError("decode.default beam_search needs decode.beam_width >= 2")
 
 
 @dataclasses.dataclass(frozen=True)

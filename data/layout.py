@@ -125,6 +125,11 @@ def image_id_of(name: str) -> str:
     return name[: -len(".jpg")] if name.lower().endswith(".jpg") else name
 
 
+def available_splits(root: Path, splits: Iterable[str]) -> list[str]:
+    """The configured splits whose split file exists (the test split may be held out)."""
+    return [s for s in splits if s in SPLIT_FILES and (Path(root) / SPLIT_FILES[s]).is_file()]
+
+
 def read_captions(token_file: Path, tally: SkipTally) -> dict[str, list[str]]:
     """Captions per image id, in the order of their `#n` index; bad lines are tallied."""
     captions: dict[str, list[tuple[int, str]]] = collections.defaultdict(list)

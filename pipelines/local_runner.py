@@ -36,6 +36,7 @@ def run(config: Config) -> RunPaths:
     from tfx import v1 as tfx
 
     from data.fingerprint import fingerprint
+    from data.layout import available_splits
     from data.resolve import ensure_dataset
     from pipelines.pipeline import create_pipeline
 
@@ -46,9 +47,14 @@ def run(config: Config) -> RunPaths:
     data_dir = ensure_dataset(config)
     data_hash = fingerprint(data_dir)
     log.info("dataset %s (sha256 %s…) ready in %.1f s", data_dir, data_hash[:12], time.monotonic() - started)
+    splits = available_splits(data_dir, config.data.splits)
+    for role in (config.data.train_split, config.data.eval_split):
+        if role not in splits:
+            raise FileNotFoundError(f"{data_dir} has no split file for the {role!r} split")
     pipeline = create_pipeline(
         config,
         data_dir=data_dir,
+        splits=splits,
         data_fingerprint=data_hash,
         pipeline_root=paths.pipeline_root,
         metadata_path=paths.metadata_path,

@@ -11,8 +11,10 @@ from pathlib import Path
 from tfx import v1 as tfx
 
 from components.anomalies_check.component import AnomaliesCheck
+from components.feature_extractor.component import FeatureExtractor
 from components.flickr8k_example_gen.component import Flickr8kExampleGen
 from configs import Config
+from models.trainer import trainer_config
 
 
 def beam_pipeline_args(config: Config) -> list[str]:
@@ -27,6 +29,7 @@ def beam_pipeline_args(config: Config) -> list[str]:
 def create_pipeline(
     config: Config,
     data_dir: Path,
+    splits: list[str],
     data_fingerprint: str,
     pipeline_root: Path,
     metadata_path: Path | None = None,
@@ -34,7 +37,7 @@ def create_pipeline(
     # Images and captions in the Flickr8k layout -> tf.Examples split by image.
     example_gen = Flickr8kExampleGen(
         data_dir=str(data_dir),
-        splits=list(config.data.splits),
+        splits=splits,
         data_fingerprint=data_fingerprint,
         max_skipped_fraction=config.ingest.max_skipped_fraction,
         max_image_pixels=config.ingest.max_image_pixels,
@@ -53,7 +56,47 @@ def create_pipeline(
     # Stop the run, naming the anomalies, when there are any.
     anomalies_check = AnomaliesCheck(anomalies=example_validator.outputs["anomalies"])
 
-    components = [example_gen, statistics_gen, schema_gen, example_validator, anomalies_check]
+    # Backbone features of every image, keyed by image_id (cached while data and backbone hold).
+    features = FeatureExtractor(
+        examples=example_gen.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
+        backbone=config.features.backbone,
+        weights=config.features.weights,
+        weights_path=config.features.weights_path and str(config.resolve(config.features.weights_path)),
+        batch_size=config.features.batch_size,
+        store_grid=config.features.store_grid,
+    )
+    features.add_upstream_node(anomalies_check)  # no compute on data that failed validation
+    # Captions -> normalised tokens -> ids; the vocabulary is built on the train split only.
+    transform = tfx.components.Transform(
+        examples=features.outputs["features"],
+        schema=features.outputs["features_schema"],
+        preprocessing_fn="components.transform.preprocessing.preprocessing_fn",
+        custom_config={"min_count": config.text.min_count, "max_length": config.text.max_length},
+        splits_config=tfx.proto.SplitsConfig(
+            analyze=[config.data.train_split], transform=list(splits)
+        ),
+    )
+    # Teacher-forced decoder training; exports the serving SavedModel (JPEG bytes -> caption).
+    trainer = tfx.components.Trainer(
+        run_fn="models.trainer.run_fn",
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        train_args=tfx.proto.TrainArgs(splits=[config.data.train_split]),
+        eval_args=tfx.proto.EvalArgs(splits=[config.data.eval_split]),
+        custom_config=trainer_config(config),
+    )
+
+    components = [
+        example_gen,
+        statistics_gen,
+        schema_gen,
+        example_validator,
+        anomalies_check,
+        features,
+        transform,
+        trainer,
+    ]
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline.name,
         pipeline_root=str(pipeline_root),

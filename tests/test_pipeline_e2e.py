@@ -26,7 +26,7 @@ def _image_ids(split_dir: Path) -> list[str]:
 
 
 def test_smoke_run_writes_examples_split_by_image(smoke_run):
-    examples = mlmd.latest_uri(smoke_run.metadata_path, "Examples")
+    examples = mlmd.latest_uri(smoke_run.metadata_path, "Examples", "Flickr8kExampleGen")
     ids = {split: _image_ids(examples / f"Split-{split}") for split in ("train", "dev", "test")}
     data_dir = smoke_run.config.data_dir
     for split, file_name in (("train", "trainImages"), ("dev", "devImages"), ("test", "testImages")):
@@ -37,11 +37,11 @@ def test_smoke_run_writes_examples_split_by_image(smoke_run):
 
 
 def test_smoke_run_has_statistics_schema_and_no_anomalies(smoke_run):
-    statistics = mlmd.latest_uri(smoke_run.metadata_path, "ExampleStatistics")
+    statistics = mlmd.latest_uri(smoke_run.metadata_path, "ExampleStatistics", "StatisticsGen")
     assert (statistics / "Split-train" / "FeatureStats.pb").stat().st_size > 0
-    schema = mlmd.latest_uri(smoke_run.metadata_path, "Schema")
+    schema = mlmd.latest_uri(smoke_run.metadata_path, "Schema", "ImportSchemaGen")
     assert "captions" in (schema / "schema.pbtxt").read_text()
-    anomalies = mlmd.latest_uri(smoke_run.metadata_path, "ExampleAnomalies")
+    anomalies = mlmd.latest_uri(smoke_run.metadata_path, "ExampleAnomalies", "ExampleValidator")
     assert describe(read_anomalies(anomalies, ["train", "dev", "test"])) == []
 
 
@@ -78,3 +78,19 @@ def test_anomalies_stop_the_run_and_name_the_feature(tmp_path):
     config = smoke_config(tmp_path, **{"validation.schema_dir": str(strict), "data.synthetic.num_images": 20})
     with pytest.raises(RuntimeError, match=r"(?s)anomalies.*captions"):
         local_runner.run(config)
+
+
+def test_rerun_without_changes_reuses_cached_features(smoke_run):
+    """A second run on unchanged data and backbone does not recompute image features."""
+    from ml_metadata.proto import metadata_store_pb2
+
+    from pipelines import local_runner
+
+    before = mlmd.live_artifacts(smoke_run.metadata_path, "Examples")
+    local_runner.run(smoke_run.config)
+    runs = mlmd.executions(smoke_run.metadata_path, "FeatureExtractor")
+    assert [e.last_known_state for e in runs] == [
+        metadata_store_pb2.Execution.COMPLETE,
+        metadata_store_pb2.Execution.CACHED,
+    ]
+    assert mlmd.live_artifacts(smoke_run.metadata_path, "Examples") == before

@@ -1,0 +1,1 @@
+"""BleuEvaluator: captions for the eval split through the serving signature, BLEU, blessing."""

@@ -1,0 +1,1 @@
+"""FeatureExtractor: images of an Examples artifact -> backbone features, as Examples."""

@@ -1,0 +1,85 @@
+"""Caption generation inside the TensorFlow graph: greedy and beam search.
+
+Called by models/export.py when it builds the serving signatures, and by tests. The loops
+are AutoGraph `tf.range` loops (tf.while_loop in the graph), so a whole batch of captions
+comes out of one call: no `model.predict` per token from Python, and TF Serving can run it.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from models.decoder import MergeCaptioner
+
+NEG_INF = -1e9
+
+
+def greedy_decode(
+    model: MergeCaptioner, features: tf.Tensor, start_id: int, end_id: int, pad_id: int, max_length: int
+) -> tf.Tensor:
+    """Token ids [B, <= max_length-1] (without <start>); positions after <end> are pad."""
+    image = model.encode_image(features)
+    states = model.initial_state(image)
+    batch = tf.shape(features)[0]
+    tokens = tf.fill([batch], tf.constant(start_id, tf.int64))
+    finished = tf.zeros([batch], tf.bool)
+    generated = tf.TensorArray(tf.int64, size=0, dynamic_size=True, element_shape=tf.TensorShape([None]))
+    for t in tf.range(max_length - 1):
+        logits, states = model.step(tokens, states, image)
+        next_tokens = tf.argmax(logits, axis=-1, output_type=tf.int64)
+        next_tokens = tf.where(finished, tf.constant(pad_id, tf.int64), next_tokens)
+        generated = generated.write(t, next_tokens)
+        finished = finished | tf.equal(next_tokens, end_id)
+        tokens = next_tokens
+        if tf.reduce_all(finished):
+            break
+    return tf.transpose(generated.stack())
+
+
+def beam_search_decode(
+    model: MergeCaptioner,
+    features: tf.Tensor,
+    start_id: int,
+    end_id: int,
+    pad_id: int,
+    max_length: int,
+    beam_width: int,
+    length_penalty: float,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Beam search: ids [B, K, T] best first, and scores [B, K] (log-prob / length**alpha)."""
+    k = beam_width
+    vocab = model.vocab_size
+    batch = tf.shape(features)[0]
+    image = tf.repeat(model.encode_image(features), k, axis=0)  # [B*K, H]
+    states = model.initial_state(image)
+    tokens = tf.fill([batch * k], tf.constant(start_id, tf.int64))
+    # Only the first beam is alive at the start, so the K beams do not all repeat it.
+    log_probs = tf.tile(tf.constant([[0.0] + [NEG_INF] * (k - 1)]), [batch, 1])
+    finished = tf.zeros([batch, k], tf.bool)
+    lengths = tf.zeros([batch, k], tf.float32)
+    sequences = tf.zeros([batch, k, 0], tf.int64)
+    # A finished beam may only continue with pad, at no cost.
+    pad_only = tf.where(tf.range(vocab) == pad_id, 0.0, NEG_INF)
+    for _ in tf.range(max_length - 1):
+        tf.autograph.experimental.set_loop_options(
+            shape_invariants=[(sequences, tf.TensorShape([None, k, None]))]
+        )
+        logits, new_states = model.step(tokens, states, image)
+        step_log_probs = tf.reshape(tf.nn.log_softmax(logits), [batch, k, vocab])
+        step_log_probs = tf.where(finished[:, :, None], pad_only[None, None, :], step_log_probs)
+        total = tf.reshape(log_probs[:, :, None] + step_log_probs, [batch, k * vocab])
+        log_probs, flat_index = tf.math.top_k(total, k=k)
+        parent = flat_index // vocab  # [B, K] which beam each survivor extends
+        next_tokens = tf.cast(flat_index % vocab, tf.int64)
+        was_finished = tf.gather(finished, parent, batch_dims=1)
+        lengths = tf.gather(lengths, parent, batch_dims=1) + tf.cast(~was_finished, tf.float32)
+        finished = was_finished | tf.equal(next_tokens, end_id)
+        sequences = tf.concat([tf.gather(sequences, parent, batch_dims=1), next_tokens[:, :, None]], axis=2)
+        flat_parent = tf.reshape(parent + tf.range(batch)[:, None] * k, [-1])
+        states = [tf.gather(s, flat_parent) for s in new_states]
+        tokens = tf.reshape(next_tokens, [-1])
+        if tf.reduce_all(finished):
+            break
+    scores = log_probs / tf.pow(tf.maximum(lengths, 1.0), length_penalty)
+    order = tf.argsort(scores, axis=1, direction="DESCENDING")
+    return tf.gather(sequences, order, batch_dims=1), tf.gather(scores, order, batch_dims=1)

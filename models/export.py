@@ -1,0 +1,105 @@
+"""Exports the serving SavedModel: encoded images in, captions out, all in one graph.
+
+Called by models/trainer.py at the end of training. Signatures (inputs `images`,
+tf.string [None], JPEG/PNG/GIF/BMP bytes, already base64-decoded by TF Serving):
+  - `greedy`: {caption [N]}
+  - `beam_search` (when decode.beam_width > 1): {caption [N], alternatives [N, K],
+    scores [N, K]}, best first, scores = log-probability / length**length_penalty
+  - `serving_default`: the one named by decode.default (greedy unless configured).
+Decoding, resizing, the backbone, the decoding loop and detokenization
+(`StringLookup(invert=True)`) are stock TensorFlow ops, so TF Serving loads it as it is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from components.transform import text
+from models.decoder import MergeCaptioner
+from models.decoding import beam_search_decode, greedy_decode
+from models.images import decode_images
+
+IMAGES_SPEC = tf.TensorSpec([None], tf.string, name="images")
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeSettings:
+    max_length: int
+    beam_width: int
+    length_penalty: float
+    default: str  # "greedy" or "beam_search"
+
+
+class CaptionPipeline:
+    """Image bytes -> features -> token ids -> text, for a batch; its parts are exported."""
+
+    def __init__(self, feature_model: keras.Model, captioner: MergeCaptioner, vocabulary: list[str], image_size: int, settings: DecodeSettings):
+        self.feature_model = feature_model
+        self.captioner = captioner
+        self.image_size = image_size
+        self.settings = settings
+        self.ids = {
+            "start_id": vocabulary.index(text.START),
+            "end_id": vocabulary.index(text.END),
+            "pad_id": 0,
+        }
+        # `vocabulary` is indexed by token id: id 0 is padding (the mask token here).
+        self.to_words = keras.layers.StringLookup(
+            vocabulary=vocabulary[1:], mask_token=vocabulary[0], num_oov_indices=0, invert=True, name="to_words"
+        )
+
+    def features(self, images: tf.Tensor) -> tf.Tensor:
+        return self.feature_model(decode_images(images, self.image_size))["pooled"]
+
+    def greedy(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        ids = greedy_decode(self.captioner, self.features(images), max_length=self.settings.max_length, **self.ids)
+        return {"caption": self.to_text(ids)}
+
+    def beam_search(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        ids, scores = beam_search_decode(
+            self.captioner,
+            self.features(images),
+            max_length=self.settings.max_length,
+            beam_width=self.settings.beam_width,
+            length_penalty=self.settings.length_penalty,
+            **self.ids,
+        )
+        alternatives = self.to_text(ids)
+        return {"caption": alternatives[:, 0], "alternatives": alternatives, "scores": scores}
+
+    def to_text(self, ids: tf.Tensor) -> tf.Tensor:
+        """Ids [..., T] -> strings [...]: words up to <end>, without <start>/<end>/pad."""
+        keep = (ids != self.ids["pad_id"]) & (ids != self.ids["end_id"]) & (ids != self.ids["start_id"])
+        words = tf.where(keep, self.to_words(ids), "")
+        joined = tf.strings.reduce_join(words, axis=-1, separator=" ")
+        return tf.strings.strip(tf.strings.regex_replace(joined, " +", " "))
+
+
+def export_serving_model(
+    feature_model: keras.Model,
+    captioner: MergeCaptioner,
+    vocabulary: list[str],
+    image_size: int,
+    settings: DecodeSettings,
+    export_dir: str | Path,
+) -> None:
+    """Write the SavedModel with the signatures described in the module docstring."""
+    pipeline = CaptionPipeline(feature_model, captioner, vocabulary, image_size, settings)
+    archive = keras.export.ExportArchive()
+    for part in (pipeline.feature_model, pipeline.captioner):
+        archive.track(part)
+    archive.track(pipeline.to_words.lookup_table)  # a TF resource, not a variable
+    endpoints = {"greedy": pipeline.greedy}
+    if settings.beam_width > 1:
+        endpoints["beam_search"] = pipeline.beam_search
+    if settings.default not in endpoints:
+        raise ValueError(f"decode.default is {settings.default!r} but the export has {sorted(endpoints)}")
+    endpoints["serving_default"] = endpoints[settings.default]
+    for name, fn in endpoints.items():
+        # An explicit tf.function: AutoGraph turns the decoding loops into tf.while_loop.
+        archive.add_endpoint(name=name, fn=tf.function(fn, input_signature=[IMAGES_SPEC], autograph=True))
+    archive.write_out(str(export_dir), verbose=False)

@@ -1,0 +1,278 @@
+"""Tests of FeatureExtractor: Beam (DirectRunner, in process) over real ingested examples.
+
+The raw examples are made by the ingestion code itself from a small synthetic dataset; the
+backbone is EfficientNet-Lite0 with its real ImageNet weights, built once for the module
+(the DoFns of every pipeline here reuse it through extract.load_feature_model).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+warnings.filterwarnings("ignore", category=FutureWarning)
+
+import apache_beam as beam  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
+from tfx.components.util import examples_utils  # noqa: E402
+from tfx.dsl.components.base import base_beam_executor  # noqa: E402
+from tfx.proto import example_gen_pb2  # noqa: E402
+from tfx.types import artifact_utils, channel, standard_artifacts  # noqa: E402
+from tfx.utils import io_utils  # noqa: E402
+
+from components.feature_extractor import extract  # noqa: E402
+from components.feature_extractor.component import FeatureExtractor  # noqa: E402
+from components.feature_extractor.executor import Executor  # noqa: E402
+from components.flickr8k_example_gen import records  # noqa: E402
+from data import layout, synthetic  # noqa: E402
+from data.synthetic import SyntheticSpec  # noqa: E402
+from models.backbones import get_backbone  # noqa: E402
+from models.images import decode_images  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+RAW_SCHEMA = REPO / "data" / "schema" / "schema.pbtxt"
+SPLITS = ("train", "dev")  # 8 and 2 of the 12 images
+LITE0 = extract.BackboneArgs("efficientnet_lite0")
+DIM = 1280
+GRID = (7, 7, 1280)
+BATCH = 3  # divides neither split's count
+
+
+def make_pipeline() -> beam.Pipeline:
+    return beam.Pipeline(options=PipelineOptions(["--direct_running_mode=in_memory"]))
+
+
+def read_records(pattern: str) -> list[tf.train.Example]:
+    files = sorted(tf.io.gfile.glob(pattern))
+    assert files, f"no files match {pattern}"
+    return [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+
+
+def values(example: tf.train.Example, key: str) -> list:
+    feature = example.features.feature[key]
+    return list(getattr(feature, feature.WhichOneof("kind")).value)
+
+
+def by_id(examples: list[tf.train.Example]) -> dict[str, tf.train.Example]:
+    return {values(e, "image_id")[0].decode(): e for e in examples}
+
+
+@pytest.fixture(scope="module")
+def raw_examples(tmp_path_factory) -> Path:
+    """An Examples artifact dir: Split-train/ and Split-dev/ of gzipped raw tf.Examples."""
+    root = tmp_path_factory.mktemp("feature_extractor")
+    data_dir = root / "d"
+    synthetic.generate_dataset(data_dir, SyntheticSpec(num_images=12, seed=3))
+    scan = layout.scan_layout(data_dir, SPLITS)
+    out = root / "examples"
+    for split in SPLITS:
+        (out / f"Split-{split}").mkdir(parents=True)
+        path = str(out / f"Split-{split}" / "data_tfrecord-00000-of-00001.gz")
+        with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+            for record in scan.records[split]:
+                outcome = records.load_record(record, max_pixels=50_000_000)
+                assert outcome.example, outcome
+                writer.write(outcome.example)
+    return out
+
+
+@pytest.fixture(scope="module")
+def feature_model() -> extract.FeatureModel:
+    """Built once; held here so every DoFn in this module reuses it."""
+    return extract.load_feature_model(LITE0)
+
+
+def run_extraction(raw_dir: Path, out_dir: Path, splits=SPLITS, store_grid=False, batch_size=BATCH) -> None:
+    with make_pipeline() as pipeline:
+        for split in splits:
+            extract.extract_split(
+                pipeline,
+                input_pattern=str(raw_dir / f"Split-{split}" / "*.gz"),
+                output_prefix=str(out_dir / f"Split-{split}" / extract.OUTPUT_PREFIX),
+                backbone_args=LITE0,
+                batch_size=batch_size,
+                store_grid=store_grid,
+            )
+    metrics = extract.split_metrics(pipeline.result)
+    for split in splits:
+        assert metrics[split]["images"] == len(read_records(str(raw_dir / f"Split-{split}" / "*.gz")))
+
+
+@pytest.fixture(scope="module")
+def features(raw_examples, feature_model, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("features")
+    run_extraction(raw_examples, out)
+    return out
+
+
+def split_pair(raw_dir: Path, out_dir: Path, split: str):
+    raw = by_id(read_records(str(raw_dir / f"Split-{split}" / "*.gz")))
+    out = by_id(read_records(str(out_dir / f"Split-{split}" / "*.gz")))
+    return raw, out
+
+
+# --- the Beam step -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_one_output_per_image_with_ids_and_captions(raw_examples, features, split):
+    raw, out = split_pair(raw_examples, features, split)
+    assert len(raw) % BATCH != 0  # a short last batch is not lost
+    assert len(read_records(str(features / f"Split-{split}" / "*.gz"))) == len(raw)
+    assert set(out) == set(raw)
+    for image_id, example in out.items():
+        assert set(example.features.feature) == {"image_id", "captions", extract.FEATURES_KEY}
+        assert values(example, "captions") == values(raw[image_id], "captions")
+        assert len(values(raw[image_id], "captions")) == 5
+
+
+def test_features_are_finite_and_differ_between_images(raw_examples, features):
+    _, out = split_pair(raw_examples, features, "train")
+    matrix = np.array([values(e, extract.FEATURES_KEY) for e in out.values()], np.float32)
+    assert matrix.shape == (len(out), DIM)
+    assert np.isfinite(matrix).all()
+    assert matrix.std(axis=0).max() > 1e-3
+    assert len({row.tobytes() for row in matrix}) == len(out)
+
+
+def test_features_equal_a_direct_backbone_call(raw_examples, features):
+    """The serving graph's decode + a freshly built model give the very same vectors."""
+    model = get_backbone("efficientnet_lite0").build_feature_model()
+    for split in SPLITS:
+        raw, out = split_pair(raw_examples, features, split)
+        ids = sorted(raw)
+        encoded = tf.constant([values(raw[i], "image/encoded")[0] for i in ids])
+        expected = model(decode_images(encoded, 224), training=False)["pooled"].numpy()
+        got = np.array([values(out[i], extract.FEATURES_KEY) for i in ids], np.float32)
+        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+
+
+def test_grid_is_stored_row_major_and_pools_to_the_features(raw_examples, feature_model, tmp_path):
+    run_extraction(raw_examples, tmp_path, splits=("dev",), store_grid=True, batch_size=32)
+    raw, out = split_pair(raw_examples, tmp_path, "dev")
+    assert set(out) == set(raw)
+    for example in out.values():
+        grid = np.array(values(example, extract.GRID_KEY), np.float32)
+        assert grid.shape == (np.prod(GRID),)
+        pooled = np.array(values(example, extract.FEATURES_KEY), np.float32)
+        np.testing.assert_allclose(grid.reshape(GRID).mean(axis=(0, 1)), pooled, rtol=1e-4, atol=1e-5)
+
+
+def test_dofn_takes_dicts_and_names_an_image_that_does_not_decode(raw_examples, feature_model):
+    raw = list(by_id(read_records(str(raw_examples / "Split-dev" / "*.gz"))).values())[0]
+    good = {
+        "image_id": "good",
+        "image/encoded": values(raw, "image/encoded")[0],
+        "image/height": 10,
+        "captions": ["a b .", "c d ."],
+    }
+    dofn = extract.ExtractFeatures(LITE0, store_grid=False, split="unit")
+    dofn.setup()
+    dofn.start_bundle()
+    (serialized,) = dofn.process([good])
+    out = tf.train.Example.FromString(serialized)
+    assert values(out, "image_id") == [b"good"] and values(out, "captions") == [b"a b .", b"c d ."]
+    assert "image/height" not in out.features.feature
+    with pytest.raises(ValueError, match=r"cannot decode image\(s\) \['broken'\]"):
+        list(dofn.process([good, {**good, "image_id": "broken", "image/encoded": b"not an image"}]))
+
+
+def test_float_feature_matches_the_proto_constructor():
+    rng = np.random.default_rng(0)
+    for n in (0, 1, 127, 128, 16_384, 62_720):
+        arr = rng.standard_normal(n).astype(np.float32)
+        assert extract.float_feature(arr) == tf.train.Feature(float_list=tf.train.FloatList(value=arr))
+
+
+# --- the schema --------------------------------------------------------------------------
+
+
+def test_features_schema_drops_the_image_and_adds_features():
+    raw = io_utils.SchemaReader().read(str(RAW_SCHEMA))
+    before = raw.SerializeToString()
+    schema = extract.features_schema(raw, DIM)
+    assert raw.SerializeToString() == before  # a copy, not an edit
+    by_name = {f.name: f for f in schema.feature}
+    assert set(by_name) == {"image_id", "captions", extract.FEATURES_KEY}
+    assert [d.size for d in by_name[extract.FEATURES_KEY].shape.dim] == [DIM]
+    assert by_name[extract.FEATURES_KEY].presence.min_fraction == 1.0
+    assert [d.size for d in by_name["image_id"].shape.dim] == [1]
+    assert by_name["captions"].value_count.max == 10
+    with_grid = {f.name: f for f in extract.features_schema(raw, DIM, GRID).feature}
+    assert [d.size for d in with_grid[extract.GRID_KEY].shape.dim] == [7 * 7 * 1280]
+
+
+# --- the TFX component -------------------------------------------------------------------
+
+
+def test_component_exec_properties_cover_what_changes_features(tmp_path):
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"weights")
+    component = FeatureExtractor(
+        examples=channel.Channel(type=standard_artifacts.Examples),
+        schema=channel.Channel(type=standard_artifacts.Schema),
+        backbone="densenet201",
+        weights=None,
+        weights_path=str(weights),
+        batch_size=16,
+        store_grid=True,
+    )
+    props = component.exec_properties
+    assert props["backbone"] == "densenet201" and props["weights"] == "" and props["store_grid"] is True
+    assert props["weights_path"] == str(weights) and len(props["weights_fingerprint"]) == 64
+    assert props["feature_version"] == extract.FEATURE_VERSION and props["batch_size"] == 16
+    assert set(component.outputs) == {"features", "features_schema"}
+
+
+def test_executor_writes_examples_tf_transform_can_parse(raw_examples, feature_model, tmp_path):
+    from tensorflow_transform.tf_metadata import schema_utils
+
+    examples = standard_artifacts.Examples()
+    examples.uri = str(raw_examples)
+    examples.split_names = artifact_utils.encode_split_names(list(SPLITS))
+    examples_utils.set_payload_format(examples, example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE)
+    raw_schema = standard_artifacts.Schema()
+    raw_schema.uri = str(tmp_path / "raw_schema")
+    os.makedirs(raw_schema.uri)
+    shutil.copy(RAW_SCHEMA, os.path.join(raw_schema.uri, "schema.pbtxt"))
+    features, schema = standard_artifacts.Examples(), standard_artifacts.Schema()
+    features.uri, schema.uri = str(tmp_path / "features"), str(tmp_path / "schema")
+    os.makedirs(features.uri)
+    os.makedirs(schema.uri)
+
+    context = base_beam_executor.BaseBeamExecutor.Context(beam_pipeline_args=["--direct_running_mode=in_memory"])
+    Executor(context).Do(
+        {"examples": [examples], "schema": [raw_schema]},
+        {"features": [features], "features_schema": [schema]},
+        {
+            "backbone": "efficientnet_lite0",
+            "weights": "imagenet",
+            "weights_path": "",
+            "weights_fingerprint": "",
+            "feature_version": extract.FEATURE_VERSION,
+            "store_grid": False,
+            "batch_size": 4,
+        },
+    )
+
+    assert artifact_utils.decode_split_names(features.split_names) == list(SPLITS)
+    assert examples_utils.get_payload_format(features) == example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE
+    assert features.get_int_custom_property("num_examples_train") == 8
+    assert features.get_int_custom_property("feature_dim") == DIM
+    out_schema = io_utils.SchemaReader().read(os.path.join(schema.uri, "schema.pbtxt"))
+    spec = schema_utils.schema_as_feature_spec(out_schema).feature_spec
+    assert spec[extract.FEATURES_KEY] == tf.io.FixedLenFeature([DIM], tf.float32)
+    assert spec["image_id"] == tf.io.FixedLenFeature([1], tf.string)
+    assert isinstance(spec["captions"], tf.io.VarLenFeature)
+    for split in SPLITS:
+        files = tf.io.gfile.glob(os.path.join(artifact_utils.get_split_uri([features], split), "*.gz"))
+        serialized = [r for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+        parsed = tf.io.parse_example(tf.stack(serialized), spec)
+        assert parsed[extract.FEATURES_KEY].shape == (len(serialized), DIM)
+        assert parsed["captions"].dense_shape[1] == 5
