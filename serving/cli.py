@@ -1,0 +1,196 @@
+"""The `caption` command: captions image files through the serving REST API.
+
+Installed as a console script by `make install` (pyproject's [project.scripts]); also
+`python -m serving.cli`. Talks to TF Serving or serving/local_server.py through
+serving/client.py, in batches; a batch the server refuses is retried one file at a time,
+so one bad file costs only its own result.
+
+    caption photos/ extra.jpg 'shots/*.png'      # path<TAB>caption per image
+    caption --json --beam photos/                # one JSON object per image
+Exit status: 0 all captioned, 1 some files failed (each one named on stderr),
+2 no server answered (or the model / version does not exist there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Iterator, Sequence, TextIO
+
+from serving.client import DEFAULT_URL, CaptionClient, ServerUnreachable, ServingError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+class Fatal(Exception):
+    """Nothing more can be captioned: no server, or no such model/version there."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="caption",
+        description="Caption images with the served caption model (TF Serving or `make serve-local`).",
+        epilog="Exit status: 0 all captioned, 1 some files failed, 2 server unreachable or model/version not found.",
+    )
+    parser.add_argument("images", nargs="+", metavar="IMG",
+                        help="image files, globs ('photos/*.jpg') or directories (searched recursively for "
+                             + ", ".join(IMAGE_SUFFIXES) + ")")
+    parser.add_argument("--url", default=os.environ.get("CAPTIONER_URL", DEFAULT_URL),
+                        help=f"server URL (default: $CAPTIONER_URL or {DEFAULT_URL})")
+    parser.add_argument("--model", default="captioner", help="model name (default captioner)")
+    pick = parser.add_mutually_exclusive_group()
+    pick.add_argument("--version", type=int, help="a model version (default: the newest the server has)")
+    pick.add_argument("--label", help="a version label, e.g. production")
+    parser.add_argument("--beam", action="store_true", help="beam search: better captions, with alternatives and scores")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per request (default 16)")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object per image: path, caption, alternatives/scores (--beam), version")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for each request (default 120)")
+    parser.add_argument("--quiet", action="store_true", help="no progress line on stderr")
+    return parser
+
+
+def collect_files(arguments: Sequence[str]) -> tuple[list[Path], list[str]]:
+    """Image paths named by files, globs and directories, in order without repeats; and errors."""
+    files: list[Path] = []
+    errors: list[str] = []
+
+    def add_directory(directory: Path) -> None:
+        found = sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            errors.append(f"{directory}: no {', '.join(IMAGE_SUFFIXES)} files in this directory")
+        files.extend(found)
+
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            add_directory(path)
+        elif path.is_file():
+            files.append(path)
+        elif glob.has_magic(argument):
+            matches = sorted(glob.glob(argument, recursive=True))
+            if not matches:
+                errors.append(f"{argument}: no file matches this pattern")
+            for match in map(Path, matches):
+                if match.is_dir():
+                    add_directory(match)
+                else:
+                    files.append(match)
+        else:
+            errors.append(f"{argument}: no such file or directory")
+    unique = list(dict.fromkeys(files))
+    return unique, errors
+
+
+def batches(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def describe_failure(error: ServingError) -> str:
+    """Why the server refused one image, in words a user acts on."""
+    if error.status == 413:
+        return f"too large for the server ({error.message})"
+    if error.status == 400 and "image" in error.message.lower():
+        return f"not an image ({error.message})"
+    return str(error)
+
+
+def caption_batch(client: CaptionClient, items: list[tuple[Path, bytes]], signature: str | None):
+    """(path, result dict or error text) for each item; a refused batch is retried one by one."""
+    try:
+        results = client.caption([data for _, data in items], signature)
+        return [(path, result) for (path, _), result in zip(items, results)]
+    except ServerUnreachable as error:
+        raise Fatal(f"{error.message}. Start a server with `make serve-local` (or `make serve` for TF Serving), "
+                    f"or point --url / CAPTIONER_URL at a running one.") from None
+    except ServingError as error:
+        if error.status == 404:
+            raise Fatal(f"{error.message} (at {client.model_url})") from None
+        if len(items) == 1:
+            return [(items[0][0], describe_failure(error))]
+    outcomes = []
+    for item in items:  # isolate the file(s) the server refused
+        outcomes.extend(caption_batch(client, [item], signature))
+    return outcomes
+
+
+def print_result(path: Path, result: dict, as_json: bool, out: TextIO) -> None:
+    if as_json:
+        ordered = {"path": str(path), "caption": result["caption"], **result}
+        print(json.dumps(ordered, ensure_ascii=False), file=out)
+        return
+    print(f"{path}\t{result['caption']}", file=out)
+    for rank, (text, score) in enumerate(zip(result.get("alternatives", []), result.get("scores", [])), start=1):
+        print(f"\t{rank}. {text}  ({score:.3f})", file=out)
+
+
+class Progress:
+    """"[32/120] 12.3 img/s" on stderr, when there is more than one request to wait for."""
+
+    def __init__(self, total: int, enabled: bool, err: TextIO):
+        self.total, self.enabled, self.err = total, enabled, err
+        self.done = 0
+        self.started = time.perf_counter()
+        self.tty = hasattr(err, "isatty") and err.isatty()
+
+    def update(self, count: int) -> None:
+        self.done += count
+        if not self.enabled:
+            return
+        rate = self.done / max(time.perf_counter() - self.started, 1e-9)
+        end = "\r" if self.tty and self.done < self.total else "\n"
+        print(f"[{self.done}/{self.total}] {rate:.1f} img/s", end=end, file=self.err, flush=True)
+
+
+def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    files, errors = collect_files(args.images)
+    for message in errors:
+        print(f"error: {message}", file=err)
+    if not files:
+        if not errors:
+            print("error: no images to caption", file=err)
+        return 1
+    client = CaptionClient(args.url, model=args.model, version=args.version, label=args.label, timeout=args.timeout)
+    signature = "beam_search" if args.beam else None
+    failed = len(errors)
+    progress = Progress(len(files), enabled=not args.quiet and len(files) > args.batch_size, err=err)
+    try:
+        for batch in batches(files, args.batch_size):
+            items = []
+            for path in batch:
+                try:
+                    items.append((path, path.read_bytes()))
+                except OSError as error:
+                    print(f"error: {path}: cannot read ({error.strerror})", file=err)
+                    failed += 1
+            outcomes = caption_batch(client, items, signature) if items else []
+            for path, outcome in outcomes:
+                if isinstance(outcome, dict):
+                    print_result(path, outcome, args.json, out)
+                else:
+                    print(f"error: {path}: {outcome}", file=err)
+                    failed += 1
+            out.flush()
+            progress.update(len(batch))
+    except Fatal as error:
+        print(f"error: {error}", file=err)
+        return 2
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.batch_size < 1:
+        print("error: --batch-size must be at least 1", file=sys.stderr)
+        return 2
+    return run(args, sys.stdout, sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

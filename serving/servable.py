@@ -1,0 +1,115 @@
+"""One loaded version of the serving SavedModel: its signatures, its metadata, predict.
+
+Called by serving/local_server.py (through serving/versions.py, which decides what to load).
+A Servable is immutable once built, and SavedModel signature calls are thread-safe, so one
+object serves concurrent requests; unloading a version just drops the registry's reference
+(requests in flight keep theirs).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from google.protobuf import json_format
+from tensorflow.core.protobuf import saved_model_pb2
+
+from serving.rest import RestError
+
+log = logging.getLogger(__name__)
+
+class Servable:
+    """A SavedModel version loaded for prediction."""
+
+    def __init__(self, version: int, path: Path, warmup: bool = True):
+        self.version = version
+        self.path = Path(path)
+        started = time.perf_counter()
+        self._model = tf.saved_model.load(str(self.path))
+        self.signatures = {name: fn for name, fn in self._model.signatures.items()}
+        self.signature_defs = read_signature_defs(self.path)
+        self.load_seconds = time.perf_counter() - started
+        if warmup:
+            self.warm_up()
+
+    def input_names(self, signature_name: str) -> list[str]:
+        """The signature's input names; 400 when the model has no such signature."""
+        fn = self.signatures.get(signature_name)
+        if fn is None:
+            raise RestError(
+                400,
+                f'Serving signature name: "{signature_name}" not found in signature def '
+                f"(the model has: {', '.join(sorted(self.signatures))})",
+            )
+        specs = fn.structured_input_signature[1]
+        not_strings = [name for name, spec in specs.items() if spec.dtype != tf.string]
+        if not_strings:
+            raise RestError(400, f"inputs {not_strings} are not DT_STRING: the local server only feeds string inputs")
+        return sorted(specs)
+
+    def predict(self, signature_name: str, inputs: dict[str, list[bytes]]) -> dict[str, np.ndarray]:
+        """Runs a signature on a batch; the model's InvalidArgumentError (bad image bytes) is a 400."""
+        fn = self.signatures[signature_name]
+        feeds = {name: tf.constant(values, dtype=tf.string) for name, values in inputs.items()}
+        try:
+            outputs = fn(**feeds)
+        except tf.errors.InvalidArgumentError as error:
+            raise RestError(400, clean_tf_error(error.message)) from None
+        return {name: tensor.numpy() for name, tensor in outputs.items()}
+
+    def warm_up(self) -> None:
+        """Calls every signature once on a tiny image, so the first request is not the slow one."""
+        image = tf.io.encode_png(tf.fill([8, 8, 3], tf.constant(128, tf.uint8))).numpy()
+        started = time.perf_counter()
+        for name in self.signatures:
+            try:
+                self.predict(name, {input_name: [image] for input_name in self.input_names(name)})
+            except RestError:
+                pass  # a signature this server cannot feed; requests for it will say why
+        log.info("version %d: warmed up %d signature(s) in %.1f s", self.version, len(self.signatures), time.perf_counter() - started)
+
+    def metadata(self, model_name: str) -> dict:
+        """TF Serving's GetModelMetadataResponse as JSON."""
+        return {
+            "model_spec": {"name": model_name, "signature_name": "", "version": str(self.version)},
+            "metadata": {
+                "signature_def": {
+                    "@type": "type.googleapis.com/tensorflow.serving.SignatureDefMap",
+                    "signature_def": self.signature_defs,
+                }
+            },
+        }
+
+
+def read_signature_defs(path: Path) -> dict:
+    """signature_def of the SavedModel's (serve) meta graph, as protobuf JSON like TF Serving writes it."""
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString((Path(path) / "saved_model.pb").read_bytes())
+    meta_graph = next((g for g in saved_model.meta_graphs if "serve" in g.meta_info_def.tags), saved_model.meta_graphs[0])
+    return {
+        name: json_format.MessageToDict(signature, preserving_proto_field_name=True, including_default_value_fields=True)
+        for name, signature in sorted(meta_graph.signature_def.items())
+    }
+
+
+def clean_tf_error(message: str) -> str:
+    """The op's own words from a TF error: no "Graph execution error", node names or [Op:...]."""
+    lines = [line for line in message.splitlines() if line.strip()]
+    start = 0
+    for i, line in enumerate(lines):
+        if line.startswith("<stack traces unavailable>") or line.startswith("Node: "):
+            start = i + 1
+    kept = [
+        line.strip()
+        for line in lines[start:]
+        if not line.startswith(("Graph execution error", "Detected at node")) and not line.strip().startswith("[[")
+    ]
+    text = " ".join(kept) or message.strip()
+    assertion = re.match(r"assertion failed: \[(.*?)\]", text)
+    if assertion:
+        text = assertion.group(1)
+    return re.sub(r"\s*\[Op:[^\]]*\]\s*$", "", text)

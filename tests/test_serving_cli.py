@@ -1,0 +1,110 @@
+"""The `caption` CLI against `python -m serving.local_server` running as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from serving import cli
+from tests.images import grayscale_png, solid_rgb
+from tests.serving_models import REPO, local_server_process, push_version, tiny_model
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "serving.cli", *args],
+        capture_output=True, text=True, timeout=300, cwd=REPO, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+
+
+@pytest.fixture()
+def images(tmp_path: Path) -> Path:
+    """Two good images (one in a subdirectory), a text file named like a JPEG, and a .txt file."""
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "red.jpg").write_bytes(solid_rgb(48, 64))
+    (folder / "sub" / "gray.png").write_bytes(grayscale_png(32, 32))
+    (folder / "broken.jpg").write_text("this is text, not a JPEG\n")
+    (folder / "cat.txt").write_text("meow\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> str:
+    base = tmp_path_factory.mktemp("cli_models") / "captioner"
+    push_version(tiny_model(tmp_path_factory.getbasetemp()), base, 1)
+    with local_server_process(base, tmp_path_factory.getbasetemp() / "cli_server.log") as url:
+        yield url
+
+
+@pytest.mark.e2e
+def test_directory_with_a_bad_file_prints_good_results_and_names_the_bad_one(server, images):
+    result = run_cli("--url", server, "--json", str(images))
+    assert result.returncode == 1, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["path"] for line in lines] == [str(images / "red.jpg"), str(images / "sub" / "gray.png")]
+    for line in lines:
+        assert isinstance(line["caption"], str) and line["version"] == 1
+        assert "alternatives" not in line
+    assert f"error: {images / 'broken.jpg'}: not an image (Unknown image file format" in result.stderr
+    assert "cat.txt" not in result.stderr + result.stdout  # directories give only *.jpg/*.jpeg/*.png
+
+
+@pytest.mark.e2e
+def test_explicit_text_file_and_missing_file_are_errors_beside_good_results(server, images):
+    result = run_cli("--url", server, "--json", str(images / "red.jpg"), str(images / "cat.txt"), str(images / "gone.png"))
+    assert result.returncode == 1
+    assert [json.loads(line)["path"] for line in result.stdout.splitlines()] == [str(images / "red.jpg")]
+    assert f"error: {images / 'cat.txt'}: not an image (Unknown image file format" in result.stderr
+    assert f"error: {images / 'gone.png'}: no such file or directory" in result.stderr
+
+
+@pytest.mark.e2e
+def test_beam_alternatives_progress_and_plain_output(server, images, capsys):
+    code = cli.main(["--url", server, "--json", "--beam", "--batch-size", "1", str(images / "*.jpg"), str(images / "sub")])
+    out, err = capsys.readouterr()
+    assert code == 1  # the glob matches broken.jpg too
+    results = [json.loads(line) for line in out.splitlines()]
+    assert len(results) == 2
+    for line in results:
+        assert len(line["alternatives"]) == len(line["scores"]) == 2
+        assert line["caption"] == line["alternatives"][0]
+    assert "img/s" in err and "[3/3]" in err  # progress: more than one request
+
+    code = cli.main(["--url", server, str(images / "red.jpg"), str(images / "sub")])
+    out, _ = capsys.readouterr()
+    assert code == 0
+    assert [line.split("\t")[0] for line in out.splitlines()] == [str(images / "red.jpg"), str(images / "sub" / "gray.png")]
+
+
+@pytest.mark.e2e
+def test_unknown_version_is_a_clear_exit_2(server, images, capsys):
+    assert cli.main(["--url", server, "--version", "7", str(images / "red.jpg")]) == 2
+    assert "Specific(captioner, 7)" in capsys.readouterr().err
+
+
+def test_unreachable_server_is_one_clear_message_and_exit_2(images, capsys):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    assert cli.main(["--url", url, str(images)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1, err
+    assert url in err and "make serve-local" in err
+
+
+def test_url_defaults_to_the_environment(monkeypatch):
+    monkeypatch.setenv("CAPTIONER_URL", "http://example.invalid:9")
+    assert cli.build_parser().parse_args(["x.jpg"]).url == "http://example.invalid:9"
+
+
+def test_collect_files_recurses_for_images_only(images):
+    files, errors = cli.collect_files([str(images), str(images / "red.jpg"), str(images / "none*.png")])
+    assert files == [images / "broken.jpg", images / "red.jpg", images / "sub" / "gray.png"]
+    assert errors == [f"{images / 'none*.png'}: no file matches this pattern"]

@@ -1,0 +1,301 @@
+"""Unit tests of the serving pieces that need no model: REST protocol, version policy,
+error cleaning, the `make serve` launcher and the committed serving configs."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from serving import rest, tf_serving
+from serving.rest import RestError
+from serving.versions import AVAILABLE, END, LOADING, ModelVersions
+
+SERVING = Path(__file__).resolve().parent.parent / "serving"
+
+
+def images_only(signature: str) -> list[str]:
+    if signature not in ("serving_default", "beam_search"):
+        raise RestError(400, f"no signature {signature}")
+    return ["images"]
+
+
+def b64(data: bytes) -> dict:
+    return {"b64": base64.b64encode(data).decode()}
+
+
+# ----------------------------------------------------------------------------------------------
+# REST protocol
+
+
+@pytest.mark.parametrize(
+    "path,expected",
+    [
+        ("/v1/models/captioner", rest.Route("captioner")),
+        ("/v1/models/captioner:predict", rest.Route("captioner", verb="predict")),
+        ("/v1/models/captioner/versions/12:predict", rest.Route("captioner", version=12, verb="predict")),
+        ("/v1/models/captioner/labels/production:predict", rest.Route("captioner", label="production", verb="predict")),
+        ("/v1/models/captioner/versions/3/metadata", rest.Route("captioner", version=3, metadata=True)),
+        ("/v1/models/captioner/versions/x:predict", None),
+        ("/v2/models/captioner", None),
+    ],
+)
+def test_parse_route(path, expected):
+    assert rest.parse_route(path) == expected
+
+
+@pytest.mark.parametrize(
+    "body,fmt",
+    [
+        ({"instances": [b64(b"one"), b64(b"two")]}, rest.ROW),
+        ({"instances": [{"images": b64(b"one")}, {"images": b64(b"two")}]}, rest.ROW),
+        ({"instances": ["one", "two"]}, rest.ROW),  # plain strings are their UTF-8 bytes
+        ({"inputs": {"images": [b64(b"one"), b64(b"two")]}}, rest.COLUMNAR),
+        ({"inputs": [b64(b"one"), b64(b"two")]}, rest.COLUMNAR),
+    ],
+)
+def test_parse_predict_formats(body, fmt):
+    request = rest.parse_predict(json.dumps(body).encode(), images_only)
+    assert request.format == fmt
+    assert request.inputs == {"images": [b"one", b"two"]}
+    assert request.signature_name == "serving_default"
+
+
+def test_parse_predict_reads_signature_name_and_unpadded_or_urlsafe_base64():
+    body = b'{"signature_name": "beam_search", "instances": [{"b64": "b25l"}, {"b64": "-_8"}]}'
+    request = rest.parse_predict(body, images_only)
+    assert request.signature_name == "beam_search"
+    assert request.inputs["images"] == [b"one", b"\xfb\xff"]
+
+
+@pytest.mark.parametrize(
+    "body,text",
+    [
+        (b"", "empty"),
+        (b"{", "JSON Parse error"),
+        (b"3", "Is not object"),
+        (b'{"instances": [{"b64": "a"}]}', "base64"),
+        (b'{"instances": [{"b64": 3}]}', "named input: b64"),
+        (b'{"instances": [{"b64": "b25l"}, {"images": {"b64": "b25l"}}]}', "like item 0"),
+        (b'{"instances": [null]}', "DT_STRING"),
+        (b'{"signature_name": "greedy", "instances": ["x"]}', "no signature greedy"),
+        (b'{"inputs": {}}', "Missing named input: images"),
+        (b'{"inputs": []}', "empty"),
+    ],
+)
+def test_parse_predict_errors_are_400(body, text):
+    with pytest.raises(RestError) as error:
+        rest.parse_predict(body, images_only)
+    assert error.value.status == 400 and text in error.value.message
+
+
+def test_response_formats_follow_tf_serving():
+    one = {"caption": np.array([b"a red circle", b"a blue one"], dtype=object)}
+    assert rest.format_predict_response(one, rest.ROW) == {"predictions": ["a red circle", "a blue one"]}
+    assert rest.format_predict_response(one, rest.COLUMNAR) == {"outputs": ["a red circle", "a blue one"]}
+    many = {
+        "caption": np.array([b"x"], dtype=object),
+        "scores": np.array([[-0.37342947721481323, -1.5]], dtype=np.float32),
+        "thumb_bytes": np.array([b"\x00\x01"], dtype=object),
+    }
+    assert rest.format_predict_response(many, rest.ROW) == {
+        "predictions": [{"caption": "x", "scores": [-0.37342948, -1.5], "thumb_bytes": {"b64": "AAE="}}]
+    }
+    assert rest.format_predict_response(many, rest.COLUMNAR)["outputs"]["scores"] == [[-0.37342948, -1.5]]
+    # Bytes that are not UTF-8 text come back base64'd rather than as invalid JSON.
+    assert rest.format_predict_response({"caption": np.array([b"\xff"])}, rest.ROW) == {"predictions": [{"b64": "/w=="}]}
+
+
+def test_clean_tf_error_keeps_the_ops_own_words():
+    from serving.servable import clean_tf_error
+
+    assertion = (
+        "Graph execution error:\n\nDetected at node map/while/assert_greater/Assert/Assert defined at (most recent call last):\n"
+        "<stack traces unavailable>\nassertion failed: [image bytes are empty] [Condition x > y did not hold element-wise:] "
+        "[x (map/while/StringLength:0) = ] [0]\n\t [[{{node map/while/assert_greater/Assert/Assert}}]] [Op:__inference_signature_wrapper_1]"
+    )
+    decode = (
+        "Graph execution error:\n\nDetected at node map/while/decode_image/DecodeImage defined at (most recent call last):\n"
+        "<stack traces unavailable>\nUnknown image file format. One of JPEG, PNG, GIF, BMP required.\n"
+        "\t [[{{node map/while/decode_image/DecodeImage}}]] [Op:__inference_signature_wrapper_12737]"
+    )
+    assert clean_tf_error(assertion) == "image bytes are empty"
+    assert clean_tf_error(decode) == "Unknown image file format. One of JPEG, PNG, GIF, BMP required."
+    assert clean_tf_error("plain message") == "plain message"
+
+
+# ----------------------------------------------------------------------------------------------
+# Version policy (a fake loader: no TensorFlow)
+
+
+class FakeLoader:
+    def __init__(self):
+        self.loaded: list[int] = []
+        self.broken: set[int] = set()
+
+    def __call__(self, version: int, path: Path):
+        if version in self.broken:
+            raise ValueError(f"cannot load {path.name}")
+        self.loaded.append(version)
+        return f"servable-{version}"
+
+
+def write_version(base: Path, version: int, content: bytes = b"pb") -> None:
+    (base / str(version) / "variables").mkdir(parents=True, exist_ok=True)
+    (base / str(version) / "saved_model.pb").write_bytes(content)
+
+
+def states(versions: ModelVersions) -> dict[str, str]:
+    return {s["version"]: s["state"] for s in versions.status()["model_version_status"]}
+
+
+def test_loads_newest_at_start_then_a_new_version_once_its_files_settle(tmp_path):
+    write_version(tmp_path, 1)
+    write_version(tmp_path, 2)
+    (tmp_path / "not-a-version").mkdir()
+    (tmp_path / "7").mkdir()  # no saved_model.pb yet: not a version
+    loader = FakeLoader()
+    versions = ModelVersions("captioner", tmp_path, loader)
+    versions.scan_once()
+    assert loader.loaded == [2] and states(versions) == {"2": AVAILABLE}
+    assert versions.servable() == "servable-2"
+
+    write_version(tmp_path, 3)
+    versions.scan_once()  # first seen: wait for a second look with the same files
+    assert loader.loaded == [2]
+    versions.scan_once()
+    assert loader.loaded == [2, 3]
+    assert states(versions) == {"3": AVAILABLE, "2": END}
+    assert versions.servable() == "servable-3"
+    with pytest.raises(RestError) as error:
+        versions.servable(version=2)
+    assert error.value.status == 404
+
+
+def test_a_broken_new_version_leaves_the_old_one_serving_and_is_retried_when_it_changes(tmp_path):
+    write_version(tmp_path, 1)
+    loader = FakeLoader()
+    loader.broken = {2}
+    versions = ModelVersions("captioner", tmp_path, loader)
+    versions.scan_once()
+    write_version(tmp_path, 2)
+    versions.scan_once()
+    versions.scan_once()
+    status = {s["version"]: s for s in versions.status()["model_version_status"]}
+    assert status["2"]["state"] == END and "cannot load 2" in status["2"]["status"]["error_message"]
+    assert status["1"]["state"] == AVAILABLE and versions.servable() == "servable-1"
+    versions.scan_once()
+    assert loader.loaded == [1]  # unchanged files: no retry
+    loader.broken = set()
+    write_version(tmp_path, 2, b"fixed pb")
+    versions.scan_once()
+    versions.scan_once()
+    assert versions.servable() == "servable-2"
+
+
+def test_labels_pin_versions_and_production_floats(tmp_path):
+    for v in (1, 2, 3):
+        write_version(tmp_path, v)
+    versions = ModelVersions("captioner", tmp_path, FakeLoader(), labels={"stable": 1})
+    versions.scan_once()
+    assert states(versions) == {"3": AVAILABLE, "1": AVAILABLE}
+    assert versions.servable(label="stable") == "servable-1"
+    assert versions.servable(label="production") == "servable-3"
+    with pytest.raises(RestError) as error:
+        versions.servable(label="canary")
+    assert error.value.status == 404
+
+
+def test_removed_version_is_unloaded_and_missing_base_is_404(tmp_path):
+    base = tmp_path / "captioner"
+    versions = ModelVersions("captioner", base, FakeLoader())
+    versions.scan_once()
+    with pytest.raises(RestError) as error:
+        versions.servable()
+    assert error.value.status == 404
+    write_version(base, 1)
+    versions.scan_once()
+    versions.scan_once()
+    assert versions.servable() == "servable-1"
+    shutil.rmtree(base / "1")
+    versions.scan_once()
+    assert states(versions) == {"1": END}
+
+
+def test_status_shows_loading_while_a_version_loads(tmp_path):
+    write_version(tmp_path, 1)
+    seen = {}
+
+    def loader(version, path):
+        seen["during"] = states(versions)
+        return "servable"
+
+    versions = ModelVersions("captioner", tmp_path, loader)
+    versions.scan_once()
+    assert seen["during"] == {"1": LOADING}
+
+
+# ----------------------------------------------------------------------------------------------
+# `make serve` and the committed configs
+
+
+def launcher_args(tmp_path: Path) -> argparse.Namespace:
+    return tf_serving.build_parser().parse_args(["--models-dir", str(tmp_path / "models")])
+
+
+def test_serve_uses_the_binary_with_absolute_base_path(tmp_path):
+    command, _ = tf_serving.build_command(launcher_args(tmp_path), which=lambda name: "/opt/tfs/tensorflow_model_server")
+    assert command[0] == "/opt/tfs/tensorflow_model_server"
+    assert "--rest_api_port=8501" in command
+    config = Path(next(arg for arg in command if arg.startswith("--model_config_file=")).split("=", 1)[1])
+    assert f'base_path: "{(tmp_path / "models" / "captioner").resolve()}"' in config.read_text()
+
+
+def test_serve_falls_back_to_docker_then_explains(tmp_path):
+    args = launcher_args(tmp_path)
+    command, _ = tf_serving.build_command(args, which=lambda name: None, docker=lambda: (True, ""))
+    assert command[:2] == ["docker", "run"] and "127.0.0.1:8501:8501" in command
+    assert f"{(tmp_path / 'models').resolve()}:/models:ro" in command
+    command, message = tf_serving.build_command(args, which=lambda name: None, docker=lambda: (False, "`docker info` failed: no daemon"))
+    assert command is None
+    assert "tensorflow_model_server" in message and "no daemon" in message and "make serve-local" in message
+
+
+def test_docker_answers_reports_why_not(monkeypatch):
+    monkeypatch.setattr(tf_serving.shutil, "which", lambda name: "/usr/bin/docker")
+    failed = subprocess.CompletedProcess(["docker", "info"], 1, "", "Cannot connect to the Docker daemon.\n")
+    assert tf_serving.docker_answers(run=lambda *a, **k: failed) == (False, "`docker info` failed: Cannot connect to the Docker daemon.")
+    ok = subprocess.CompletedProcess(["docker", "info"], 0, "Server: ...", "")
+    assert tf_serving.docker_answers(run=lambda *a, **k: ok) == (True, "")
+
+
+def test_models_config_is_a_valid_model_server_config():
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    config = text_format.Parse((SERVING / "models.config").read_text(), model_server_config_pb2.ModelServerConfig())
+    (model,) = config.model_config_list.config
+    assert (model.name, model.base_path, model.model_platform) == ("captioner", "/models/captioner", "tensorflow")
+    assert model.model_version_policy.latest.num_versions == 1
+
+
+def test_compose_file_wires_the_three_services():
+    compose = yaml.safe_load((SERVING / "compose.yaml").read_text())
+    services = compose["services"]
+    assert set(services) == {"tf-serving", "mlflow", "web"}
+    assert "127.0.0.1:8501:8501" in services["tf-serving"]["ports"]
+    assert "./models:/models:ro" in services["tf-serving"]["volumes"]
+    assert "127.0.0.1:5000:5000" in services["mlflow"]["ports"]
+    assert "sqlite:" in " ".join(services["mlflow"]["command"])
+    for service in services.values():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./") and source != "./models" and source != "./web":
+                assert (SERVING / source).exists(), volume
