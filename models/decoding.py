@@ -16,24 +16,27 @@ NEG_INF = -1e9
 
 def greedy_decode(
     model: MergeCaptioner, features: tf.Tensor, start_id: int, end_id: int, pad_id: int, max_length: int
-) -> tf.Tensor:
-    """Token ids [B, <= max_length-1] (without <start>); positions after <end> are pad."""
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Token ids [B, <= max_length-1] (without <start>; pad after <end>) and their log-probability [B]."""
     image = model.encode_image(features)
     states = model.initial_state(image)
     batch = tf.shape(features)[0]
     tokens = tf.fill([batch], tf.constant(start_id, tf.int64))
     finished = tf.zeros([batch], tf.bool)
+    log_probability = tf.zeros([batch], tf.float32)
     generated = tf.TensorArray(tf.int64, size=0, dynamic_size=True, element_shape=tf.TensorShape([None]))
     for t in tf.range(max_length - 1):
         logits, states = model.step(tokens, states, image)
         next_tokens = tf.argmax(logits, axis=-1, output_type=tf.int64)
+        step_log_probability = tf.reduce_max(tf.nn.log_softmax(logits), axis=-1)
+        log_probability += tf.where(finished, 0.0, step_log_probability)
         next_tokens = tf.where(finished, tf.constant(pad_id, tf.int64), next_tokens)
         generated = generated.write(t, next_tokens)
         finished = finished | tf.equal(next_tokens, end_id)
         tokens = next_tokens
         if tf.reduce_all(finished):
             break
-    return tf.transpose(generated.stack())
+    return tf.transpose(generated.stack()), log_probability
 
 
 def beam_search_decode(

@@ -2,7 +2,7 @@
 
 Called by models/trainer.py at the end of training. Signatures (inputs `images`,
 tf.string [None], JPEG/PNG/GIF/BMP bytes, already base64-decoded by TF Serving):
-  - `greedy`: {caption [N]}
+  - `greedy`: {caption [N], log_probability [N]} (sum of the chosen tokens' log-probabilities)
   - `beam_search` (when decode.beam_width > 1): {caption [N], alternatives [N, K],
     scores [N, K]}, best first, scores = log-probability / length**length_penalty
   - `serving_default`: the one named by decode.default (greedy unless configured).
@@ -56,8 +56,10 @@ class CaptionPipeline:
         return self.feature_model(decode_images(images, self.image_size))["pooled"]
 
     def greedy(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        ids = greedy_decode(self.captioner, self.features(images), max_length=self.settings.max_length, **self.ids)
-        return {"caption": self.to_text(ids)}
+        ids, log_probability = greedy_decode(
+            self.captioner, self.features(images), max_length=self.settings.max_length, **self.ids
+        )
+        return {"caption": self.to_text(ids), "log_probability": log_probability}
 
     def beam_search(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         ids, scores = beam_search_decode(

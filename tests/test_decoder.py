@@ -39,30 +39,32 @@ def _python_greedy(model, features, max_length):
     image = model.encode_image(features)
     states = model.initial_state(image)
     token = tf.constant([START], tf.int64)
-    out = []
+    out, log_probability = [], 0.0
     for _ in range(max_length - 1):
         logits, states = model.step(token, states, image)
         token = tf.argmax(logits, axis=-1)
+        log_probability += float(tf.nn.log_softmax(logits)[0, int(token[0])])
         out.append(int(token[0]))
         if out[-1] == END:
             break
-    return out
+    return out, log_probability
 
 
 def test_greedy_in_graph_equals_python_loop(model):
     features = tf.random.stateless_normal((4, 5), seed=[4, 5])
     graph_greedy = tf.function(lambda f: greedy_decode(model, f, START, END, PAD, max_length=7))
-    ids = graph_greedy(features).numpy()
-    for row, f in zip(ids, features):
-        expected = _python_greedy(model, f[None], max_length=7)
+    ids, log_probability = graph_greedy(features)
+    for row, f, lp in zip(ids.numpy(), features, log_probability.numpy()):
+        expected, expected_lp = _python_greedy(model, f[None], max_length=7)
         got = [int(t) for t in row[: len(expected)]]
         assert got == expected
         assert all(t == PAD for t in row[len(expected):])
+        assert lp == pytest.approx(expected_lp, abs=1e-4)
 
 
 def test_beam_width_one_is_greedy_and_scores_are_sorted(model):
     features = tf.random.stateless_normal((4, 5), seed=[6, 7])
-    greedy = greedy_decode(model, features, START, END, PAD, max_length=7).numpy()
+    greedy = greedy_decode(model, features, START, END, PAD, max_length=7)[0].numpy()
     beam_ids, _ = beam_search_decode(model, features, START, END, PAD, 7, beam_width=1, length_penalty=0.0)
     beam_ids = beam_ids.numpy()[:, 0, :]
     width = min(greedy.shape[1], beam_ids.shape[1])
@@ -94,7 +96,7 @@ def test_beam_finds_a_sequence_at_least_as_likely_as_greedy(model):
                 break
         return total
 
-    greedy = greedy_decode(model, features, START, END, PAD, max_length=7).numpy()
+    greedy = greedy_decode(model, features, START, END, PAD, max_length=7)[0].numpy()
     beams, _ = beam_search_decode(model, features, START, END, PAD, 7, beam_width=4, length_penalty=0.0)
     for f, g, b in zip(features, greedy, beams.numpy()[:, 0]):
         assert log_prob(list(b), f) >= log_prob(list(g), f) - 1e-4

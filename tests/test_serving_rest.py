@@ -54,7 +54,7 @@ def predict(url: str, body=None, path: str = f"{MODEL}:predict", raw: bytes | No
 def assert_still_serving(url: str) -> None:
     status, body, _ = predict(url, {"instances": [b64(GOOD)]})
     assert status == 200, body
-    assert isinstance(body["predictions"][0], str)
+    assert isinstance(body["predictions"][0]["caption"], str)
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +72,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> str:
 # Formats
 
 
-def test_row_format_single_output_gives_bare_values(server):
+def test_row_format_gives_one_object_per_image_with_named_outputs(server):
     status, body, headers = predict(server, {"instances": [b64(GOOD), b64(OTHER)]})
     assert status == 200, body
     assert set(body) == {"predictions"}
     assert len(body["predictions"]) == 2
-    assert all(isinstance(p, str) for p in body["predictions"])  # one output tensor: no name
+    for prediction in body["predictions"]:  # several output tensors: objects keyed by name
+        assert set(prediction) == {"caption", "log_probability"}
+        assert isinstance(prediction["caption"], str) and prediction["log_probability"] <= 0
     assert headers["X-Model-Version"] == "1"
 
 
@@ -87,7 +89,8 @@ def test_row_format_named_input_and_plain_and_columnar_agree(server):
     columnar = predict(server, {"inputs": {"images": [b64(GOOD)]}})[1]
     columnar_plain = predict(server, {"inputs": [b64(GOOD)]})[1]
     assert row == named
-    assert columnar == columnar_plain == {"outputs": row}
+    # Columnar answers hold one list per output tensor, the row answer one object per image.
+    assert columnar == columnar_plain == {"outputs": {k: [p[k] for p in row] for k in row[0]}}
 
 
 def test_beam_search_row_format_gives_objects(server):
@@ -246,7 +249,7 @@ def test_metadata_has_tf_serving_shape(server):
         assert signatures[name]["method_name"] == "tensorflow/serving/predict"
     assert set(signatures["beam_search"]["outputs"]) == {"caption", "alternatives", "scores"}
     assert signatures["beam_search"]["outputs"]["scores"]["dtype"] == "DT_FLOAT"
-    assert set(signatures["greedy"]["outputs"]) == {"caption"}
+    assert set(signatures["greedy"]["outputs"]) == {"caption", "log_probability"}
     assert request(server, f"{MODEL}/versions/1/metadata")[0] == 200
     assert request(server, f"{MODEL}/versions/5/metadata")[0] == 404
 
@@ -262,7 +265,7 @@ def test_new_version_is_picked_up_without_dropping_requests(tmp_path_factory: py
     base = tmp_path / "captioner"
     push_version(greedy_model, base, 1)
     with local_server(base) as url:
-        assert isinstance(predict(url, {"instances": [b64(GOOD)]})[1]["predictions"][0], str)
+        assert set(predict(url, {"instances": [b64(GOOD)]})[1]["predictions"][0]) == {"caption", "log_probability"}
 
         statuses: list[int] = []
         stop = threading.Event()
