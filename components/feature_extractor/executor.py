@@ -38,7 +38,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             weights=exec_properties["weights"] or None,
             weights_path=exec_properties["weights_path"] or None,
         )
-        store_grid = bool(exec_properties["store_grid"])
+        store_grid = _as_bool(exec_properties["store_grid"])
         backbone = get_backbone(args.name, args.weights, args.weights_path)
         raw_schema = io_utils.SchemaReader().read(os.path.join(raw_schema_uri, SCHEMA_FILE))
         schema = extract.features_schema(
@@ -74,3 +74,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         for split in splits:
             features.set_int_custom_property(f"num_examples_{split}", metrics.get(split, {}).get("images", 0))
 
+
+def _as_bool(value: Any) -> bool:
+    """TFX stores a bool exec property as the JSON string "true"/"false"; accept either form."""
+    return value.strip().lower() in ("true", "1") if isinstance(value, str) else bool(value)
