@@ -8,7 +8,7 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTHON ?= $(shell tools/find-python310.sh)
 
-.PHONY: install pipeline test test-fast data-synthetic data-flickr8k bench clean help
+.PHONY: install pipeline test test-fast data-synthetic data-flickr8k bench mlflow-ui clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -27,6 +27,7 @@ pipeline: $(STAMP)  ## run the TFX pipeline locally for PROFILE (default: smoke)
 	$(VPY) -m pipelines.local_runner --profile $(PROFILE)
 
 test: $(STAMP)  ## run every test (unit, data, model and end-to-end)
+	tools/ensure-chromium.sh
 	tools/run-pytest.sh
 
 test-fast: $(STAMP)  ## unit tests only, no pipeline runs
@@ -38,8 +39,20 @@ data-synthetic: $(STAMP)  ## write the synthetic dataset of the smoke profile
 data-flickr8k: $(STAMP)  ## download, verify and extract Flickr8k into the profile's data dir
 	$(VPY) -m data.download --profile flickr8k
 
-bench: $(STAMP)  ## run the benchmarks in bench/ (slow)
-	$(VPY) -m bench.ingestion --profile $(PROFILE)
+bench: $(STAMP)  ## run the benchmarks in bench/ (slow; each prints ratios measured in one run)
+	$(VPY) -m bench.features
+	$(VPY) -m bench.latency
+
+mlflow-ui: $(STAMP)  ## MLflow UI on 127.0.0.1:5000 over PROFILE's runs (<output root>/mlflow.db)
+	$(VPY) -m tracking.ui --profile $(PROFILE)
 
 clean:  ## remove generated outputs (keeps .venv)
 	rm -rf outputs
+
+.PHONY: serve serve-local
+
+serve: $(STAMP)  ## serve pushed models with TF Serving on :8501 (tensorflow_model_server, else Docker)
+	$(VPY) -m serving.tf_serving
+
+serve-local: $(STAMP)  ## serve pushed models with the local REST server (TF Serving's API) on 127.0.0.1:8501
+	$(VPY) -m serving.local_server --model-base serving/models/captioner --port 8501 --host 127.0.0.1
