@@ -1,0 +1,195 @@
+"""Scores a serving SavedModel on a split of raw examples: captions, BLEU-1..4, METEOR.
+
+Called by the BleuEvaluator executor (for the candidate and for the baseline model) and
+usable from a notebook or benchmark on any export. It reads the raw tf.Examples of
+Flickr8kExampleGen (`image_id`, `image/encoded`, `captions`), sends the encoded bytes in
+batches through the exported serving signature (the very graph TF Serving runs, so BLEU
+measures what users get, decoding and resizing included), and scores the captions against
+all references of each image with `bleu.corpus_bleu_scores`.
+
+METEOR needs NLTK's WordNet data, which is not installed with NLTK. When it is missing,
+METEOR is skipped with a logged notice and recorded as None with the reason; nothing is
+downloaded behind the user's back. METEOR here is the mean of NLTK's sentence METEOR over
+the images (NLTK has no corpus METEOR), on the same normalised tokens as BLEU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import logging
+import os
+import time
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import tensorflow as tf
+
+from components.bleu_evaluator.bleu import corpus_bleu_scores, tokens
+
+log = logging.getLogger(__name__)
+
+IMAGE_ID = "image_id"
+IMAGE = "image/encoded"
+CAPTIONS = "captions"
+_FEATURES = {
+    IMAGE_ID: tf.io.FixedLenFeature([], tf.string),
+    IMAGE: tf.io.FixedLenFeature([], tf.string),
+    CAPTIONS: tf.io.RaggedFeature(tf.string),
+}
+
+# A batch of encoded images -> one caption per image.
+Captioner = Callable[[Sequence[bytes]], Sequence[str]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    image_ids: list[str]
+    images: list[bytes]
+    references: list[list[str]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """Metrics (JSON-ready) and one prediction per image, in the order they were read."""
+
+    metrics: dict[str, Any]
+    predictions: list[dict[str, Any]]
+
+    @property
+    def scores(self) -> dict[str, float]:
+        return {k: self.metrics[k] for k in ("bleu_1", "bleu_2", "bleu_3", "bleu_4")}
+
+
+def split_files(split_dir: str) -> list[str]:
+    """The gzipped TFRecord files of one split of an Examples artifact."""
+    files = sorted(glob.glob(os.path.join(split_dir, "*.gz")))
+    if not files:
+        raise FileNotFoundError(f"no *.gz TFRecord files in {split_dir}")
+    return files
+
+
+def count_examples(files: Sequence[str]) -> int:
+    return int(tf.data.TFRecordDataset(list(files), compression_type="GZIP").reduce(0, lambda n, _: n + 1))
+
+
+def read_batches(files: Sequence[str], batch_size: int) -> Iterator[Batch]:
+    """Raw examples in batches, streamed (a large split is never held in memory at once)."""
+    dataset = (
+        tf.data.TFRecordDataset(list(files), compression_type="GZIP")
+        .map(lambda r: tf.io.parse_single_example(r, _FEATURES))
+        .ragged_batch(batch_size)  # images may have different numbers of captions
+        .prefetch(1)
+    )
+    for batch in dataset:
+        yield Batch(
+            image_ids=[i.decode("utf-8") for i in batch[IMAGE_ID].numpy()],
+            images=list(batch[IMAGE].numpy()),
+            references=[[c.decode("utf-8") for c in row if c] for row in batch[CAPTIONS].to_list()],
+        )
+
+
+def signature_captioner(export_dir: str, signature: str) -> Captioner:
+    """A Captioner that calls `signature` of the SavedModel in `export_dir`."""
+    loaded = tf.saved_model.load(export_dir)
+    if signature not in loaded.signatures:
+        raise KeyError(
+            f"{export_dir} has no signature {signature!r}; it has {', '.join(sorted(loaded.signatures))}"
+        )
+    fn = loaded.signatures[signature]
+
+    def caption(images: Sequence[bytes]) -> list[str]:
+        out = fn(images=tf.constant(list(images), dtype=tf.string))["caption"].numpy()
+        return [c.decode("utf-8") for c in out]
+
+    caption.loaded = loaded  # keeps the SavedModel's resources alive with the function
+    return caption
+
+
+def evaluate(
+    batches: Iterator[Batch],
+    captioner: Captioner,
+    total: int,
+    name: str = "model",
+    progress_every_seconds: float = 30.0,
+    wordnet: Any = None,
+) -> Evaluation:
+    """Captions for every image, then BLEU-1..4 and METEOR (or None, with the reason).
+
+    Progress (images done / total, images/s) goes to the log at every 10% of the split and
+    at least every `progress_every_seconds`.
+    """
+    hypotheses: dict[str, str] = {}
+    references: dict[str, list[str]] = {}
+    predictions: list[dict[str, Any]] = []
+    started = last_log = time.monotonic()
+    next_mark = 0.1
+    for batch in batches:
+        captions = captioner(batch.images)
+        if len(captions) != len(batch.image_ids):
+            raise ValueError(f"{name}: {len(captions)} captions for {len(batch.image_ids)} images")
+        for image_id, caption, refs in zip(batch.image_ids, captions, batch.references):
+            if image_id in hypotheses:
+                raise ValueError(f"image_id {image_id!r} appears twice in the eval split")
+            hypotheses[image_id] = caption
+            references[image_id] = refs
+            predictions.append({"image_id": image_id, "caption": caption, "references": refs})
+        done, now = len(predictions), time.monotonic()
+        if total and (done / total >= next_mark or now - last_log >= progress_every_seconds):
+            log.info(
+                "%s: captioned %d/%d images (%.0f%%), %.1f images/s",
+                name, done, total, 100.0 * done / total, done / max(now - started, 1e-9),
+            )
+            last_log = now
+            while next_mark <= done / total:
+                next_mark += 0.1
+    seconds = time.monotonic() - started
+    if not predictions:
+        raise ValueError(f"{name}: the eval split has no examples")
+
+    metrics: dict[str, Any] = dict(corpus_bleu_scores(hypotheses, references))
+    meteor, meteor_note = meteor_score(hypotheses, references, wordnet=wordnet)
+    metrics.update(
+        meteor=meteor,
+        meteor_skipped_reason=meteor_note,
+        num_images=len(predictions),
+        seconds=round(seconds, 3),
+        images_per_second=round(len(predictions) / max(seconds, 1e-9), 3),
+    )
+    return Evaluation(metrics, predictions)
+
+
+def meteor_score(
+    hypotheses: Mapping[str, str], references: Mapping[str, Sequence[str]], wordnet: Any = None
+) -> tuple[float | None, str | None]:
+    """(mean sentence METEOR, None), or (None, why it was skipped) without WordNet data.
+
+    `wordnet` is NLTK's WordNet reader by default; tests pass a stand-in.
+    """
+    from nltk.translate import meteor_score as nltk_meteor
+
+    try:
+        if wordnet is None:
+            wordnet = load_wordnet()
+        scores = [
+            nltk_meteor.meteor_score(
+                [tokens(r) for r in references[i]], tokens(hypotheses[i]), wordnet=wordnet
+            )
+            for i in sorted(hypotheses)
+        ]
+    except LookupError as e:  # NLTK's "Resource ... not found", for wordnet or its extras
+        missing = str(e).split("Resource", 1)[-1].split("not found", 1)[0].strip(" \n'*") or "wordnet"
+        reason = (
+            f"NLTK data {missing!r} is not installed, so METEOR was skipped "
+            "(install it with: python -m nltk.downloader wordnet)"
+        )
+        log.warning("%s", reason)
+        return None, reason
+    return float(sum(scores) / len(scores)), None
+
+
+def load_wordnet() -> Any:
+    """NLTK's WordNet reader, loaded; raises LookupError when its data is not installed."""
+    from nltk.corpus import wordnet
+
+    wordnet.ensure_loaded()
+    return wordnet

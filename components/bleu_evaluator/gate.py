@@ -1,0 +1,86 @@
+"""The gate: does a model's BLEU earn it a blessing? A pure function, no TFX.
+
+Called by the BleuEvaluator executor once the candidate (and the baseline, when there is
+one) has been scored on the eval split. Two kinds of threshold, as in TFX's Evaluator:
+  - absolute: `bleu_4 >= min_bleu_4` and `bleu_1 >= min_bleu_1`;
+  - change: BLEU-4 may fall at most `max_bleu_4_drop` (absolute) below the latest blessed
+    model's BLEU-4 on the same split. Without a blessed baseline only the minimums apply.
+The reason names every failed threshold and by how much, or, for a pass, the numbers that
+passed, so the log and the blessing artifact say why without anyone re-running anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Mapping
+
+# Float noise must not turn "exactly at the threshold" into a failure.
+_EPSILON = 1e-9
+
+
+@dataclasses.dataclass(frozen=True)
+class Thresholds:
+    min_bleu_4: float
+    min_bleu_1: float
+    max_bleu_4_drop: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    blessed: bool
+    # One human sentence: every failed threshold with its shortfall, or why it passed.
+    reason: str
+    # The failed checks, one phrase each (empty when blessed).
+    failures: tuple[str, ...] = ()
+
+
+def decide(
+    scores: Mapping[str, float],
+    thresholds: Thresholds,
+    baseline: Mapping[str, float] | None = None,
+) -> Decision:
+    """Bless the model with `scores` (bleu_1..4) unless a threshold fails.
+
+    `baseline` holds the scores of the latest blessed model on the same split, or None.
+    """
+    failures: list[str] = []
+    passes: list[str] = []
+    for metric, minimum_name in (("bleu_4", "min_bleu_4"), ("bleu_1", "min_bleu_1")):
+        value = scores[metric]
+        minimum = getattr(thresholds, minimum_name)
+        if not math.isfinite(value):
+            failures.append(f"{metric} is {value} (not a number), so it cannot meet {minimum_name}")
+        elif value + _EPSILON < minimum:
+            a, b, short = _fmt(value, minimum, minimum - value)
+            failures.append(f"{metric} {a} < {minimum_name} {b} (short by {short})")
+        else:
+            a, b = _fmt(value, minimum)
+            passes.append(f"{metric} {a} >= {minimum_name} {b}")
+
+    if baseline is None:
+        passes.append("no blessed baseline yet, so no regression check")
+    else:
+        value, before = scores["bleu_4"], baseline["bleu_4"]
+        drop = before - value
+        tolerance = thresholds.max_bleu_4_drop
+        if math.isfinite(value) and drop > tolerance + _EPSILON:
+            d, t, v, b = _fmt(drop, tolerance, value, before)
+            failures.append(f"bleu_4 {v} dropped {d} below the blessed baseline {b} (tolerance {t})")
+        elif math.isfinite(value):
+            change, t, b = _fmt(value - before, tolerance, before)
+            sign = "+" if value >= before else ""
+            passes.append(f"bleu_4 changed by {sign}{change} against the blessed baseline {b} (tolerance {t})")
+
+    if failures:
+        return Decision(False, "not blessed: " + "; ".join(failures), tuple(failures))
+    return Decision(True, "blessed: " + "; ".join(passes))
+
+
+def _fmt(a: float, b: float, *others: float) -> tuple[str, ...]:
+    """All values with 2 decimals, or more when 2 would print the compared `a` and `b` alike."""
+    for digits in range(2, 7):
+        ta, tb = f"{a:.{digits}f}", f"{b:.{digits}f}"
+        if ta != tb or a == b:
+            break
+    return tuple(f"{v:.{digits}f}" for v in (a, b, *others))

@@ -1,0 +1,1 @@
+"""CaptionPusher: blessed models only, into TF Serving's `<base_dir>/<version>/`, atomically."""

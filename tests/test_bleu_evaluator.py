@@ -1,0 +1,108 @@
+"""BleuEvaluator's pure parts (components/bleu_evaluator/evaluate.py), without TFX or a model."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import tensorflow as tf
+
+from components.bleu_evaluator import evaluate
+from components.flickr8k_example_gen.records import build_example
+
+IMAGES = {
+    "img_a": ("A red ball on blue .", "A small red ball against blue ."),
+    "img_b": ("A green square on white .", "A big green box on white .", "Green square , white background ."),
+    "img_c": ("A yellow triangle on black .",),
+}
+
+
+@pytest.fixture
+def split_dir(tmp_path):
+    directory = tmp_path / "Split-dev"
+    directory.mkdir()
+    for shard, ids in enumerate((["img_a", "img_b"], ["img_c"])):
+        path = directory / f"data_tfrecord-0000{shard}-of-00002.gz"
+        with tf.io.TFRecordWriter(str(path), options="GZIP") as writer:
+            for image_id in ids:
+                example = build_example(image_id, f"bytes of {image_id}".encode(), 8, 8, IMAGES[image_id])
+                writer.write(example.SerializeToString())
+    return directory
+
+
+def echo_first_reference(batch_of_images):
+    """A perfect captioner: answers the first reference of the image whose bytes it gets."""
+    return [IMAGES[image.decode().removeprefix("bytes of ")][0] for image in batch_of_images]
+
+
+def test_examples_stream_in_batches_with_bytes_and_every_reference(split_dir):
+    files = evaluate.split_files(str(split_dir))
+    assert evaluate.count_examples(files) == 3
+    batches = list(evaluate.read_batches(files, batch_size=2))
+    assert [b.image_ids for b in batches] == [["img_a", "img_b"], ["img_c"]]
+    assert batches[0].images == [b"bytes of img_a", b"bytes of img_b"]
+    assert batches[0].references == [list(IMAGES["img_a"]), list(IMAGES["img_b"])]  # 2 and 3 captions
+
+
+def test_a_split_without_files_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no \\*.gz TFRecord files"):
+        evaluate.split_files(str(tmp_path))
+
+
+def test_perfect_captions_score_1_and_every_image_gets_one_prediction(split_dir, caplog):
+    files = evaluate.split_files(str(split_dir))
+    with caplog.at_level(logging.INFO, logger=evaluate.__name__):
+        result = evaluate.evaluate(evaluate.read_batches(files, 2), echo_first_reference, total=3, name="m")
+    for n in (1, 2, 3, 4):
+        assert result.metrics[f"bleu_{n}"] == pytest.approx(1.0)
+    assert result.metrics["num_images"] == 3
+    assert result.metrics["images_per_second"] > 0
+    assert [p["image_id"] for p in result.predictions] == ["img_a", "img_b", "img_c"]
+    assert result.predictions[1] == {
+        "image_id": "img_b", "caption": IMAGES["img_b"][0], "references": list(IMAGES["img_b"])
+    }
+    assert "m: captioned 3/3 images (100%)" in caplog.text and "images/s" in caplog.text
+
+
+def test_wrong_captions_score_low(split_dir):
+    files = evaluate.split_files(str(split_dir))
+    result = evaluate.evaluate(evaluate.read_batches(files, 2), lambda images: ["xyzzy"] * len(images), total=3)
+    assert result.metrics["bleu_4"] < 0.01 and result.metrics["bleu_1"] < 0.01
+
+
+def test_a_captioner_that_drops_images_is_an_error(split_dir):
+    files = evaluate.split_files(str(split_dir))
+    with pytest.raises(ValueError, match="1 captions for 2 images"):
+        evaluate.evaluate(evaluate.read_batches(files, 2), lambda images: ["a"], total=3)
+
+
+def test_duplicate_image_ids_are_an_error():
+    batch = evaluate.Batch(["x", "x"], [b"1", b"2"], [["a"], ["a"]])
+    with pytest.raises(ValueError, match="'x' appears twice"):
+        evaluate.evaluate(iter([batch]), lambda images: ["a", "a"], total=2)
+
+
+def test_meteor_is_skipped_with_a_reason_when_wordnet_is_missing(monkeypatch, caplog):
+    def missing():
+        raise LookupError("\n  Resource 'wordnet' not found.\n")
+
+    monkeypatch.setattr(evaluate, "load_wordnet", missing)
+    with caplog.at_level(logging.WARNING, logger=evaluate.__name__):
+        value, reason = evaluate.meteor_score({"a": "a dog"}, {"a": ["a dog"]})
+    assert value is None
+    assert "wordnet" in reason and "METEOR was skipped" in reason
+    assert "METEOR was skipped" in caplog.text
+
+
+class NoSynonyms:
+    """A WordNet stand-in: METEOR then matches exact words and stems only."""
+
+    def synsets(self, word, pos=None):
+        return []
+
+
+def test_meteor_is_computed_when_wordnet_is_there():
+    perfect, _ = evaluate.meteor_score({"a": "A dog runs ."}, {"a": ["a dog runs", "a cat"]}, wordnet=NoSynonyms())
+    partial, note = evaluate.meteor_score({"a": "a dog sleeps"}, {"a": ["a dog runs"]}, wordnet=NoSynonyms())
+    assert note is None
+    assert perfect > 0.9 and 0.0 < partial < perfect
