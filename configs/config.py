@@ -190,6 +190,54 @@ class DecodeConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class GateConfig:
+    """How BleuEvaluator scores a model and when it blesses it (components/bleu_evaluator)."""
+
+    # Absolute minimums on the eval split (corpus BLEU, 0..1).
+    min_bleu_4: float = 0.08
+    min_bleu_1: float = 0.45
+    # Largest BLEU-4 drop (absolute) tolerated against the latest blessed model.
+    max_bleu_4_drop: float = 0.02
+    # The serving signature that generates the captions: the one users get by default.
+    signature: str = "serving_default"
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        for name in ("min_bleu_4", "min_bleu_1", "max_bleu_4_drop"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"gate.{name} must be between 0 and 1")
+        _check_choice("gate.signature", self.signature, ("serving_default", "greedy", "beam_search"))
+        if self.batch_size < 1:
+            raise ConfigError("gate.batch_size must be at least 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class PushConfig:
+    """Where CaptionPusher puts blessed models: `<base_dir>/<version>/`, TF Serving's layout."""
+
+    # Relative paths are relative to the repo root (git-ignored). TF Serving's model base path.
+    base_dir: str = "serving/models/captioner"
+
+
+@dataclasses.dataclass(frozen=True)
+class MlflowConfig:
+    """Where each pipeline run is recorded in MLflow (tracking/)."""
+
+    # null: the embedded sqlite store `<output root>/mlflow.db`, artifacts in
+    # `<output root>/mlartifacts`; or a server, e.g. http://127.0.0.1:5000.
+    tracking_uri: str | None = None
+    experiment: str = "captioner"
+    # The Model Registry name; a pushed model becomes a version with the alias `production`.
+    registered_model: str = "captioner"
+    # Eval images shown with generated and reference captions in the run's gallery.html.
+    gallery_size: int = 20
+
+    def __post_init__(self) -> None:
+        if self.gallery_size < 0:
+            raise ConfigError("mlflow.gallery_size must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """Everything a run needs; build it with `load_config`."""
 
@@ -204,6 +252,9 @@ class Config:
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     decode: DecodeConfig = DecodeConfig()
+    gate: GateConfig = GateConfig()
+    push: PushConfig = PushConfig()
+    mlflow: MlflowConfig = MlflowConfig()
 
     def resolve(self, path: str) -> Path:
         """An absolute path: relative paths in profiles are relative to the repo root."""
@@ -217,6 +268,15 @@ class Config:
     @property
     def data_dir(self) -> Path:
         return self.resolve(self.data.data_dir)
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        """`mlflow.tracking_uri`, or the embedded sqlite store under the output root."""
+        return self.mlflow.tracking_uri or f"sqlite:///{self.output_root / 'mlflow.db'}"
+
+    @property
+    def push_dir(self) -> Path:
+        return self.resolve(self.push.base_dir)
 
     def to_flat_dict(self) -> dict[str, Any]:
         """`section.key -> value`, for logging the whole config (e.g. as MLflow params)."""

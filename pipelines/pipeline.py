@@ -11,6 +11,8 @@ from pathlib import Path
 from tfx import v1 as tfx
 
 from components.anomalies_check.component import AnomaliesCheck
+from components.bleu_evaluator.component import BleuEvaluator
+from components.caption_pusher.component import CaptionPusher
 from components.feature_extractor.component import FeatureExtractor
 from components.flickr8k_example_gen.component import Flickr8kExampleGen
 from configs import Config
@@ -86,6 +88,30 @@ def create_pipeline(
         eval_args=tfx.proto.EvalArgs(splits=[config.data.eval_split]),
         custom_config=trainer_config(config),
     )
+    # The latest blessed model so far: the baseline a new model must not fall behind.
+    latest_blessed = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+    # Captions for the raw eval split through the serving signature; BLEU; the gate's blessing.
+    evaluator = BleuEvaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline_model=latest_blessed.outputs["model"],
+        eval_split=config.data.eval_split,
+        signature=config.gate.signature,
+        batch_size=config.gate.batch_size,
+        min_bleu_4=config.gate.min_bleu_4,
+        min_bleu_1=config.gate.min_bleu_1,
+        max_bleu_4_drop=config.gate.max_bleu_4_drop,
+    )
+    # Blessed models only -> <push.base_dir>/<version>/ for TF Serving, atomically.
+    pusher = CaptionPusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        base_dir=str(config.push_dir),
+    )
 
     components = [
         example_gen,
@@ -96,6 +122,9 @@ def create_pipeline(
         features,
         transform,
         trainer,
+        latest_blessed,
+        evaluator,
+        pusher,
     ]
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline.name,

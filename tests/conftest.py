@@ -2,7 +2,8 @@
 
 The run is expensive (TFX, TF and Beam start-up plus every component), so tests that only
 read its outputs share it through the session-scoped `smoke_run` fixture instead of
-running the pipeline themselves.
+running the pipeline themselves. It records itself in a real MLflow tracking server
+(`mlflow_server`, one per session, stopped with all its processes at the end).
 """
 
 from __future__ import annotations
@@ -23,15 +24,28 @@ class SmokeRun:
     config: Config
     pipeline_root: Path
     metadata_path: Path
+    pipeline_run_id: str | None = None  # the TFX run id (pipeline_run context in ML Metadata)
+    mlflow_run_id: str | None = None  # the MLflow run recording it, on `mlflow_server`
 
 
 @pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> SmokeRun:
-    """Runs the smoke pipeline once for the whole session."""
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real `mlflow server` on 127.0.0.1 (sqlite store, proxied artifacts) for the session."""
+    from tests import mlflow_server as server_lib
+
+    server = server_lib.start(tmp_path_factory.mktemp("mlflow_server"))
+    yield server
+    survivors = server_lib.stop(server)
+    assert survivors == [], f"mlflow server processes survived the session: {survivors}"
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory, mlflow_server) -> SmokeRun:
+    """Runs the smoke pipeline once for the whole session, recorded in `mlflow_server`."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     warnings.filterwarnings("ignore", category=FutureWarning)
     from pipelines import local_runner
 
-    config = smoke_config(tmp_path_factory.mktemp("smoke_run"))
+    config = smoke_config(tmp_path_factory.mktemp("smoke_run"), **{"mlflow.tracking_uri": mlflow_server.uri})
     paths = local_runner.run(config)
-    return SmokeRun(config, paths.pipeline_root, paths.metadata_path)
+    return SmokeRun(config, paths.pipeline_root, paths.metadata_path, paths.pipeline_run_id, paths.mlflow_run_id)

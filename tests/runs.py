@@ -8,9 +8,10 @@ from configs import Config, load_config
 
 
 def smoke_config(output_root: Path, **overrides) -> Config:
-    """The smoke profile writing under `output_root` (data included), plus overrides."""
+    """The smoke profile writing under `output_root` (data and pushes included), plus overrides."""
     base = {
         "pipeline.output_root": str(output_root),
         "data.data_dir": str(output_root / "data" / "synthetic"),
+        "push.base_dir": str(output_root / "serving" / "captioner"),
     }
     return load_config("smoke", {**base, **overrides}, env={})
