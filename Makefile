@@ -9,6 +9,12 @@ STAMP := $(VENV)/.installed
 PYTHON ?= $(shell tools/find-python310.sh)
 
 .PHONY: install pipeline test test-fast data-synthetic data-flickr8k bench mlflow-ui clean help
+.PHONY: compile-kfp retrain lineage
+
+# `make retrain` retrains on real data: flickr8k_lite0 unless PROFILE is given explicitly.
+RETRAIN_PROFILE = $(if $(filter file,$(origin PROFILE)),flickr8k_lite0,$(PROFILE))
+KFP_IMAGE ?= captioner:latest
+DATA_FINGERPRINT ?= unpinned
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -25,6 +31,18 @@ $(STAMP): requirements.lock pyproject.toml
 
 pipeline: $(STAMP)  ## run the TFX pipeline locally for PROFILE (default: smoke)
 	$(VPY) -m pipelines.local_runner --profile $(PROFILE)
+
+compile-kfp: $(STAMP)  ## compile PROFILE for Kubeflow Pipelines v2 / Vertex: outputs/<profile>/kfp/pipeline.json (KFP_IMAGE=...)
+	$(VPY) -m pipelines.kubeflow_runner --profile $(PROFILE) --image $(KFP_IMAGE) --data-fingerprint $(DATA_FINGERPRINT)
+
+retrain: $(STAMP)  ## rerun the pipeline on the data snapshot DATA=<dir> (PROFILE default flickr8k_lite0); unchanged data hits the cache
+	@test -n "$(DATA)" || { echo "usage: make retrain DATA=<snapshot dir> [PROFILE=flickr8k_lite0]" >&2; exit 2; }
+	@test -d "$(DATA)" || { echo "error: DATA=$(DATA) is not a directory" >&2; exit 2; }
+	CAPTIONER_DATA_DIR="$(DATA)" $(VPY) -m pipelines.local_runner --profile $(RETRAIN_PROFILE)
+
+lineage: $(STAMP)  ## where pushed model VERSION=N came from: data snapshot + hash, config, TFX and MLflow runs, BLEU
+	@test -n "$(VERSION)" || { echo "usage: make lineage VERSION=<pushed version> [PROFILE=smoke]" >&2; exit 2; }
+	$(VPY) -m tracking.lineage --profile $(PROFILE) --version $(VERSION)
 
 test: $(STAMP)  ## run every test (unit, data, model and end-to-end)
 	tools/ensure-chromium.sh

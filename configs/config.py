@@ -101,7 +101,7 @@ class ValidationConfig:
 
 @dataclasses.dataclass(frozen=True)
 class BeamConfig:
-    """Beam options of every Beam-based component (see pipelines/beam_args.py)."""
+    """Beam options of every Beam-based component (see pipelines/pipeline.py::beam_pipeline_args)."""
 
     # "in_memory", "multi_threading" or "multi_processing" (DirectRunner only).
     direct_running_mode: str = "in_memory"
@@ -283,6 +283,15 @@ class Config:
         return _flatten(dataclasses.asdict(self))
 
 
+def is_uri(path: str) -> bool:
+    """A remote location such as gs://bucket/dir, which no local path resolution applies to."""
+    return "://" in str(path)
+
+
+def _env_path(value: str) -> str:
+    return value if is_uri(value) else os.path.abspath(value)
+
+
 def available_profiles() -> list[str]:
     return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
 
@@ -301,10 +310,11 @@ def load_config(
     for dotted, value in (overrides or {}).items():
         _set_dotted(raw, dotted, value)
     # Paths from the environment are relative to where the command runs, not to the repo.
+    # A URI (gs://bucket/dir, for the Kubeflow runner) is kept as it is.
     if env.get(ENV_DATA_DIR):
-        _set_dotted(raw, "data.data_dir", os.path.abspath(env[ENV_DATA_DIR]))
+        _set_dotted(raw, "data.data_dir", _env_path(env[ENV_DATA_DIR]))
     if env.get(ENV_OUTPUT_ROOT):
-        _set_dotted(raw, "pipeline.output_root", os.path.abspath(env[ENV_OUTPUT_ROOT]))
+        _set_dotted(raw, "pipeline.output_root", _env_path(env[ENV_OUTPUT_ROOT]))
     raw.setdefault("profile", name)
     return _build(Config, raw, path="")
 

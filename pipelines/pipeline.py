@@ -7,6 +7,7 @@ function). It only wires components; each one's work lives under components/.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from tfx import v1 as tfx
 
@@ -35,7 +36,17 @@ def create_pipeline(
     data_fingerprint: str,
     pipeline_root: Path,
     metadata_path: Path | None = None,
+    *,
+    push_dir: str | None = None,
+    repo_path: Callable[[str], str] | None = None,
 ) -> tfx.dsl.Pipeline:
+    """The pipeline over the snapshot in `data_dir` (a local path or, for Kubeflow, a URI).
+
+    `push_dir` defaults to the config's push directory; `repo_path` maps a repo-relative
+    path of the config (the schema dir) to where the components read it, by default the
+    local checkout (the Kubeflow runner maps it into the container image).
+    """
+    repo_path = repo_path or (lambda path: str(config.resolve(path)))
     # Images and captions in the Flickr8k layout -> tf.Examples split by image.
     example_gen = Flickr8kExampleGen(
         data_dir=str(data_dir),
@@ -49,7 +60,7 @@ def create_pipeline(
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     # The curated schema committed in the repo, not one inferred from this run's data.
     schema_gen = tfx.components.ImportSchemaGen(
-        schema_file=str(config.resolve(config.validation.schema_dir) / "schema.pbtxt")
+        schema_file=repo_path(config.validation.schema_dir).rstrip("/") + "/schema.pbtxt"
     )
     # Anomalies of each split against that schema.
     example_validator = tfx.components.ExampleValidator(
@@ -64,7 +75,7 @@ def create_pipeline(
         schema=schema_gen.outputs["schema"],
         backbone=config.features.backbone,
         weights=config.features.weights,
-        weights_path=config.features.weights_path and str(config.resolve(config.features.weights_path)),
+        weights_path=config.features.weights_path and repo_path(config.features.weights_path),
         batch_size=config.features.batch_size,
         store_grid=config.features.store_grid,
     )
@@ -110,7 +121,7 @@ def create_pipeline(
     pusher = CaptionPusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
-        base_dir=str(config.push_dir),
+        base_dir=push_dir or str(config.push_dir),
     )
 
     components = [

@@ -47,7 +47,7 @@ def test_smoke_model_is_blessed_with_bleu_above_the_minimum(smoke_run):
     assert (Path(blessing.uri) / "BLESSED").is_file()
     assert prop(blessing, "reason").startswith("blessed: bleu_4 ")
 
-    evaluation = Path(newest(smoke_run.metadata_path, "CaptionEvaluation").uri)
+    evaluation = Path(newest(smoke_run.metadata_path, "captioner.CaptionEvaluation").uri)
     metrics = json.loads((evaluation / "metrics.json").read_text())
     gate = smoke_run.config.gate
     assert metrics["bleu_4"] >= gate.min_bleu_4 and metrics["bleu_1"] >= gate.min_bleu_1

@@ -46,7 +46,7 @@ def test_smoke_run_has_statistics_schema_and_no_anomalies(smoke_run):
 
 
 def test_smoke_run_reports_zero_skips(smoke_run):
-    report_dir = mlmd.latest_uri(smoke_run.metadata_path, "IngestionReport")
+    report_dir = mlmd.latest_uri(smoke_run.metadata_path, "captioner.IngestionReport")
     report = json.loads((report_dir / "ingestion_report.json").read_text())
     assert report["skipped_by_reason"] == {}
     assert report["total_images"] == smoke_run.config.data.synthetic.num_images

@@ -200,7 +200,7 @@ class FakeMetadata:
 def test_run_record_takes_outputs_by_key_skips_resolvers_and_counts_cached(tmp_path):
     fake = FakeMetadata(tmp_path / "metadata.db")
     a = {
-        "report": fake.artifact("IngestionReport", "/r/report"),
+        "report": fake.artifact("captioner.IngestionReport", "/r/report"),
         "stats": fake.artifact("ExampleStatistics", "/r/stats", split_names='["train", "dev"]'),
         "pre_stats": fake.artifact("ExampleStatistics", "/r/pre_stats"),
         "model": fake.artifact("Model", "/r/model/2"),
@@ -312,11 +312,11 @@ def fake_run(tmp_path):
         pipeline_name="captioner-smoke",
         run_id="2026-01-01T10:00:00",
         executions={"Trainer": "COMPLETE", "Transform": "CACHED"},
-        ingestion_report=info("ingestion_report", "IngestionReport", "report"),
+        ingestion_report=info("ingestion_report", "captioner.IngestionReport", "report"),
         schema=info("schema", "Schema", "schema"),
         model=info("model", "Model", "model"),
         model_run=info("model_run", "ModelRun", "model_run"),
-        evaluation=info("evaluation", "CaptionEvaluation", "evaluation"),
+        evaluation=info("evaluation", "captioner.CaptionEvaluation", "evaluation"),
         blessing=info("blessing", "ModelBlessing", "blessing", blessed=1, reason="blessed: bleu_4 0.55 >= 0.5"),
         pushed_model=info("pushed", "PushedModel", "pushed", pushed=1, pushed_version=1,
                           pushed_destination="/serving/captioner/1", reason="pushed as version 1"),

@@ -27,18 +27,22 @@ NODE_CONTEXT = "node"
 # ExampleAnomalies (pre/post-transform), FeatureExtractor a Schema of its features.
 # Resolver nodes are skipped: their "outputs" are older artifacts they picked.
 ARTIFACTS = {
-    "ingestion_report": ("IngestionReport", "report"),
+    "ingestion_report": ("captioner.IngestionReport", "report"),
     "statistics": ("ExampleStatistics", "statistics"),
     "schema": ("Schema", "schema"),
     "anomalies": ("ExampleAnomalies", "anomalies"),
     "transform_graph": ("TransformGraph", "transform_graph"),
     "model": ("Model", "model"),
     "model_run": ("ModelRun", "model_run"),
-    "evaluation": ("CaptionEvaluation", "evaluation"),
+    "evaluation": ("captioner.CaptionEvaluation", "evaluation"),
     "blessing": ("ModelBlessing", "blessing"),
     "pushed_model": ("PushedModel", "pushed_model"),
 }
 FIELD_BY_OUTPUT = {output: field for field, output in ARTIFACTS.items()}
+# The project's own types were named without the `captioner.` namespace (which Kubeflow
+# Pipelines v2 requires) before; metadata stores written then still hold those names.
+FIELD_BY_OUTPUT.update({("IngestionReport", "report"): "ingestion_report",
+                        ("CaptionEvaluation", "evaluation"): "evaluation"})
 
 
 @dataclasses.dataclass(frozen=True)

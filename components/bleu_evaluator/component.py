@@ -22,7 +22,7 @@ from components.bleu_evaluator import executor
 class CaptionEvaluation(types.Artifact):
     """metrics.json (BLEU-1..4, METEOR or null, speed, gate decision) and predictions.jsonl."""
 
-    TYPE_NAME = "CaptionEvaluation"
+    TYPE_NAME = "captioner.CaptionEvaluation"
 
 
 class BleuEvaluatorSpec(ComponentSpec):

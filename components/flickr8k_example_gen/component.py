@@ -19,7 +19,7 @@ from components.flickr8k_example_gen import executor
 class IngestionReport(types.Artifact):
     """ingestion_report.json: skipped records by reason, totals and timings of one run."""
 
-    TYPE_NAME = "IngestionReport"
+    TYPE_NAME = "captioner.IngestionReport"
 
 
 class Flickr8kExampleGenSpec(ComponentSpec):

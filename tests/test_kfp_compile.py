@@ -1,0 +1,86 @@
+"""The Kubeflow Pipelines v2 / Vertex spec of the smoke profile: compiled only, never run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from configs import load_config
+
+IMAGE = "registry.example/captioner:test"
+ENV = {"CAPTIONER_DATA_DIR": "gs://bucket/captioner/data", "CAPTIONER_OUTPUT_ROOT": "gs://bucket/captioner/out"}
+EXPECTED_TASKS = {
+    "Flickr8kExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "AnomaliesCheck",
+    "FeatureExtractor", "Transform", "Trainer", "BleuEvaluator", "CaptionPusher",
+    "latest_blessed_model_resolver-model-resolver", "latest_blessed_model_resolver-model-blessing-resolver",
+}
+
+
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory):
+    from pipelines.kubeflow_runner import compile_pipeline
+
+    config = load_config("smoke", env=ENV)
+    output = compile_pipeline(config, tmp_path_factory.mktemp("kfp") / "pipeline.json", image=IMAGE,
+                              data_fingerprint="abc123")
+    return json.loads(output.read_text())
+
+
+def topological_order(tasks: dict) -> list[str]:
+    order, done = [], set()
+    while len(order) < len(tasks):
+        ready = sorted(t for t, v in tasks.items() if t not in done and set(v.get("dependentTasks", [])) <= done)
+        assert ready, f"dependency cycle among {set(tasks) - done}"
+        order += ready
+        done |= set(ready)
+    return order
+
+
+def test_spec_has_every_task_with_its_dependencies(spec):
+    tasks = spec["pipelineSpec"]["root"]["dag"]["tasks"]
+    assert set(tasks) == EXPECTED_TASKS
+    assert {v["componentRef"]["name"] for v in tasks.values()} == set(spec["pipelineSpec"]["components"])
+    assert "dependentTasks" not in tasks["Flickr8kExampleGen"]
+    deps = {t: set(v.get("dependentTasks", [])) for t, v in tasks.items()}
+    assert deps["StatisticsGen"] == {"Flickr8kExampleGen"}
+    assert deps["AnomaliesCheck"] == {"ExampleValidator"}
+    assert "AnomaliesCheck" in deps["FeatureExtractor"]  # no compute on data that failed validation
+    assert deps["Transform"] == {"FeatureExtractor"} and deps["Trainer"] == {"Transform"}
+    assert {"Trainer", "latest_blessed_model_resolver-model-resolver"} <= deps["BleuEvaluator"]
+    assert deps["CaptionPusher"] == {"Trainer", "BleuEvaluator"}
+    order = topological_order(tasks)
+    chain = ["Flickr8kExampleGen", "StatisticsGen", "ExampleValidator", "AnomaliesCheck", "FeatureExtractor",
+             "Transform", "Trainer", "BleuEvaluator", "CaptionPusher"]
+    assert [t for t in order if t in chain] == chain
+
+
+def test_spec_names_the_image_and_the_cluster_paths(spec):
+    assert spec["displayName"] == "captioner-smoke"
+    assert spec["runtimeConfig"]["gcsOutputDirectory"] == "gs://bucket/captioner/out/tfx"
+    executors = spec["pipelineSpec"]["deploymentSpec"]["executors"]
+    containers = [e["container"] for e in executors.values() if "container" in e]
+    assert len(containers) == 10 and all(c["image"] == IMAGE for c in containers)
+    tasks = spec["pipelineSpec"]["root"]["dag"]["tasks"]
+
+    def param(task, name):
+        return tasks[task]["inputs"]["parameters"][name]["runtimeValue"]["constantValue"]["stringValue"]
+
+    assert param("Flickr8kExampleGen", "data_dir") == "gs://bucket/captioner/data"
+    assert param("Flickr8kExampleGen", "data_fingerprint") == "abc123"
+    assert json.loads(param("Flickr8kExampleGen", "splits")) == ["train", "dev", "test"]
+    assert param("ImportSchemaGen", "schema_file") == "/app/data/schema/schema.pbtxt"
+    assert param("CaptionPusher", "base_dir") == "gs://bucket/captioner/out/serving/models/captioner"
+
+
+def test_cli_writes_the_spec(tmp_path, monkeypatch):
+    from pipelines import kubeflow_runner
+
+    for k, v in ENV.items():
+        monkeypatch.setenv(k, v)
+    out = tmp_path / "p.json"
+    assert kubeflow_runner.main(["--profile", "smoke", "--output", str(out)]) == 0
+    spec = json.loads(out.read_text())
+    images = {e["container"]["image"] for e in spec["pipelineSpec"]["deploymentSpec"]["executors"].values()
+              if "container" in e}
+    assert images == {kubeflow_runner.DEFAULT_IMAGE}
