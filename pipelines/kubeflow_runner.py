@@ -24,7 +24,8 @@ import posixpath
 import sys
 from pathlib import Path
 
-from configs import Config, ConfigError, available_profiles, load_config, parse_override
+from configs import Config
+from configs.cli import add_config_arguments, config_from_args
 from configs.config import REPO_ROOT, is_uri
 
 DEFAULT_IMAGE = "captioner:latest"
@@ -89,13 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m pipelines.kubeflow_runner",
         description="Compile the captioner TFX pipeline to a Kubeflow Pipelines v2 / Vertex AI spec (JSON).",
     )
-    parser.add_argument(
-        "--profile",
-        default="smoke",
-        help=f"config profile name or YAML path (known: {', '.join(available_profiles())})",
-    )
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one config value (repeatable)")
+    add_config_arguments(parser)
     parser.add_argument("--image", default=DEFAULT_IMAGE, help=f"container image of every step (default {DEFAULT_IMAGE})")
     parser.add_argument("--image-repo-root", default=DEFAULT_IMAGE_REPO_ROOT,
                         help=f"where the image holds this repo (default {DEFAULT_IMAGE_REPO_ROOT})")
@@ -112,11 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_third_party_noise()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        config = load_config(args.profile, dict(parse_override(o) for o in args.overrides))
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    config = config_from_args(args)
     output = compile_pipeline(
         config,
         args.output or default_output(config),

@@ -19,7 +19,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from configs import Config, ConfigError, available_profiles, load_config, parse_override
+from configs import Config
+from configs.cli import add_config_arguments, config_from_args
 
 
 @dataclass(frozen=True)
@@ -82,19 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m pipelines.local_runner",
         description="Run the captioner TFX pipeline locally (LocalDagRunner, sqlite ML Metadata).",
     )
-    parser.add_argument(
-        "--profile",
-        default="smoke",
-        help=f"config profile name or YAML path (known: {', '.join(available_profiles())})",
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one config value, e.g. --set ingest.max_skipped_fraction=0.05 (repeatable)",
-    )
+    add_config_arguments(parser)
     return parser
 
 
@@ -109,11 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_third_party_noise()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        config = load_config(args.profile, dict(parse_override(o) for o in args.overrides))
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    config = config_from_args(args)
     try:
         paths = run(config)
     except Exception as e:  # noqa: BLE001 - one clear line for the user, details above in the log

@@ -26,7 +26,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from configs import Config, ConfigError, available_profiles, load_config, parse_override
+from configs import Config
+from configs.cli import add_config_arguments, config_from_args
 from tracking.run_record import NODE_CONTEXT, PIPELINE_CONTEXT, PIPELINE_RUN_CONTEXT, _open_store, _properties, _value
 
 PUSHER_TYPE = "PushedModel"
@@ -240,9 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m tracking.lineage",
         description="Show where a pushed model version came from: data snapshot, config, TFX run, MLflow run, BLEU.",
     )
-    parser.add_argument("--profile", default="smoke", help=f"config profile (known: {', '.join(available_profiles())})")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one config value, as for the runner (repeatable)")
+    add_config_arguments(parser)
     parser.add_argument("--version", type=int, required=True, help="the pushed model version (TF Serving's directory name)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     return parser
@@ -253,11 +252,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     quiet_third_party_noise()
-    try:
-        config = load_config(args.profile, dict(parse_override(o) for o in args.overrides))
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    config = config_from_args(args)
     try:
         item = lineage(config, args.version)
     except VersionNotFound as e:

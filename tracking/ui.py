@@ -15,7 +15,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from configs import ConfigError, available_profiles, load_config, parse_override
+from configs.cli import add_config_arguments, config_from_args
 
 
 def server_command(config, host: str = "127.0.0.1", port: int = 5000, mlflow_bin: str | None = None) -> list[str]:
@@ -38,9 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m tracking.ui",
         description="Start the MLflow UI (mlflow server) on the MLflow store of a profile's runs.",
     )
-    parser.add_argument("--profile", default="smoke", help=f"config profile (known: {', '.join(available_profiles())})")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set pipeline.output_root=/tmp/run (repeatable)")
+    add_config_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=5000, help="port (default 5000)")
     parser.add_argument("--print-only", action="store_true", help="print the command instead of running it")
@@ -49,11 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        config = load_config(args.profile, dict(parse_override(o) for o in args.overrides))
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    config = config_from_args(args)
     if config.mlflow.tracking_uri and not config.mlflow.tracking_uri.startswith("sqlite:"):
         print(f"profile {config.profile} logs to {config.mlflow.tracking_uri}: open that server's UI instead")
         return 0
