@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
@@ -76,6 +77,37 @@ def trainer_config(config: Any) -> dict[str, Any]:
     )
 
 
+def load_caption_rows(
+    file_pattern: list[str] | str, feature_spec: dict[str, Any], max_length: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every caption as a row: (image features [N, D], token ids [N, max_length]).
+
+    Each transformed example is one image with all of its captions (flattened ids, each
+    padded to max_length); here every caption becomes a row. Rows are sorted by image_id,
+    so the training order does not depend on how Beam sharded the examples: the same data
+    and config train the same model on any runner.
+    """
+    patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
+    files = sorted(f for pattern in patterns for f in tf.io.gfile.glob(pattern))
+    spec = {k: feature_spec[k] for k in ("image_id", "image_features", "caption_ids")}
+    image_ids, features, captions = [], [], []
+    batches = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(256)
+    for batch in batches.map(lambda serialized: tf.io.parse_example(serialized, spec)):
+        ids = batch["caption_ids"]
+        ids = tf.sparse.to_dense(ids) if isinstance(ids, tf.SparseTensor) else ids
+        ids = tf.reshape(ids, [tf.shape(ids)[0], -1, max_length]).numpy()  # [B, captions, L]
+        for image_id, feature, image_captions in zip(batch["image_id"].numpy(), batch["image_features"].numpy(), ids):
+            for caption in image_captions:
+                if caption.any():  # rows of zeros pad images with fewer captions
+                    image_ids.append(image_id)
+                    features.append(feature)
+                    captions.append(caption)
+    if not captions:
+        raise ValueError(f"no captions in {files}")
+    order = np.argsort(np.array(image_ids), kind="stable")
+    return np.stack(features)[order], np.stack(captions)[order]
+
+
 def caption_dataset(
     file_pattern: list[str] | str,
     feature_spec: dict[str, Any],
@@ -85,29 +117,12 @@ def caption_dataset(
 ) -> tf.data.Dataset:
     """((image_features, tokens[:-1]), tokens[1:], mask) batches, one row per caption.
 
-    Each transformed example is one image with all of its captions (flattened ids, each
-    caption padded to max_length); rows are expanded here so every caption is a sample.
     The mask is the masked loss: padding after <end> carries no weight.
     """
-    files = tf.io.gfile.glob(file_pattern) if isinstance(file_pattern, str) else sorted(
-        f for pattern in file_pattern for f in tf.io.gfile.glob(pattern)
-    )
-    spec = {k: feature_spec[k] for k in ("image_features", "caption_ids")}
-
-    def parse(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        parsed = tf.io.parse_example(serialized, spec)
-        ids = parsed["caption_ids"]
-        ids = tf.sparse.to_dense(ids) if isinstance(ids, tf.SparseTensor) else ids
-        if isinstance(ids, tf.RaggedTensor):
-            ids = ids.to_tensor()
-        ids = tf.reshape(ids, [tf.shape(ids)[0], -1, max_length])  # [B, captions, L]
-        features = tf.repeat(parsed["image_features"][:, None, :], tf.shape(ids)[1], axis=1)
-        return features, ids
-
-    ds = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(256).map(parse).cache()
-    ds = ds.unbatch().unbatch().filter(lambda f, ids: tf.reduce_any(ids != 0))
+    features, captions = load_caption_rows(file_pattern, feature_spec, max_length)
+    ds = tf.data.Dataset.from_tensor_slices((features, captions))
     if shuffle_seed is not None:
-        ds = ds.shuffle(20_000, seed=shuffle_seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(len(captions), seed=shuffle_seed, reshuffle_each_iteration=True)
 
     def teacher_forcing(features: tf.Tensor, ids: tf.Tensor):
         targets = ids[:, 1:]
