@@ -3,8 +3,8 @@
 Who calls it:
 
 * ``make data-flickr8k`` runs ``python -m data.download`` (see :func:`main`);
-* the pipeline's data-dir resolution calls :func:`looks_like_flickr8k_layout`
-  and, when the data dir is not ready yet, :func:`prepare_flickr8k`.
+* the pipeline's data-dir resolution (data/resolve.py) calls :func:`prepare_flickr8k`
+  when the data dir is not in the layout yet.
 
 The two release archives come from the mirror most projects use (the
 "Flickr8k" GitHub release of jbrownlee/Datasets) and are checked against their
@@ -338,12 +338,6 @@ def safe_extract(zip_path: Path, target_dir: Path, overwrite: bool = False) -> P
 def resolve_mirror(mirror: str | None = None) -> str:
     """Base URL of the archives: the argument, else $CAPTIONER_FLICKR8K_MIRROR, else the GitHub release."""
     return (mirror or os.environ.get(MIRROR_ENV) or DEFAULT_MIRROR).rstrip("/")
-
-
-def looks_like_flickr8k_layout(path: Path | str) -> bool:
-    """True when `path` holds the images folder and the captions (split files are optional)."""
-    path = Path(path)
-    return (path / IMAGES_DIR).is_dir() and (path / TOKEN_FILE).is_file()
 
 
 def _content_root(extracted: Path) -> Path:

@@ -125,6 +125,12 @@ def image_id_of(name: str) -> str:
     return name[: -len(".jpg")] if name.lower().endswith(".jpg") else name
 
 
+def looks_like_flickr8k_layout(root: Path | str) -> bool:
+    """True when `root` holds the images folder and the captions (split files are optional)."""
+    root = Path(root)
+    return (root / IMAGE_DIR).is_dir() and (root / TOKEN_FILE).is_file()
+
+
 def available_splits(root: Path, splits: Iterable[str]) -> list[str]:
     """The configured splits whose split file exists (the test split may be held out)."""
     return [s for s in splits if s in SPLIT_FILES and (Path(root) / SPLIT_FILES[s]).is_file()]
@@ -169,15 +175,14 @@ def read_split_ids(split_file: Path) -> list[str]:
 def scan_layout(root: Path, splits: Iterable[str]) -> LayoutScan:
     """Pair split files, captions and image files; every dropped record is tallied."""
     root = Path(root)
-    image_dir, token_file = root / IMAGE_DIR, root / TOKEN_FILE
-    if not image_dir.is_dir() or not token_file.is_file():
+    if not looks_like_flickr8k_layout(root):
         raise LayoutError(
             f"{root} is not in the Flickr8k layout: need {IMAGE_DIR}/ and {TOKEN_FILE} "
             "(run `make data-flickr8k`, or set CAPTIONER_DATA_DIR to a copy)"
         )
     tally = SkipTally()
-    captions = read_captions(token_file, tally)
-    on_disk = {image_id_of(p.name): p for p in image_dir.iterdir() if p.suffix.lower() == ".jpg"}
+    captions = read_captions(root / TOKEN_FILE, tally)
+    on_disk = {image_id_of(p.name): p for p in (root / IMAGE_DIR).iterdir() if p.suffix.lower() == ".jpg"}
 
     records: dict[str, list[ImageRecord]] = {}
     missing: list[str] = []

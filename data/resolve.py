@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 from configs import Config
-from data import download, synthetic
+from data import download, layout, synthetic
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ def ensure_dataset(config: Config) -> Path:
         spec = synthetic.SyntheticSpec(**dataclasses.asdict(config.data.synthetic))
         synthetic.generate_dataset(data_dir, spec)
         return data_dir
-    if download.looks_like_flickr8k_layout(data_dir):
+    if layout.looks_like_flickr8k_layout(data_dir):
         return data_dir
     if not config.data.download:
         raise DatasetMissingError(

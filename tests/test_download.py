@@ -35,12 +35,12 @@ from data.download import (
     DownloadError,
     UnsafeArchiveError,
     download_file,
-    looks_like_flickr8k_layout,
     main,
     part_path,
     prepare_flickr8k,
     safe_extract,
 )
+from data.layout import looks_like_flickr8k_layout
 
 pytestmark = pytest.mark.timeout(30)
 
