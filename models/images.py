@@ -16,9 +16,13 @@ def decode_image(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
     Grayscale is expanded to RGB and alpha dropped. Empty or non-image bytes raise
     InvalidArgumentError with a message that says what was wrong.
     """
-    tf.debugging.assert_greater(
+    not_empty = tf.debugging.assert_greater(
         tf.strings.length(encoded), 0, message="image bytes are empty"
     )
+    # Without the explicit dependency, graph mode may run the decoder first and report
+    # TF's vaguer "Input is empty." instead.
+    with tf.control_dependencies([not_empty] if not_empty is not None else []):
+        encoded = tf.identity(encoded)
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
     image = tf.image.resize(tf.cast(image, tf.float32), [image_size, image_size], antialias=True)
     image.set_shape([image_size, image_size, 3])
