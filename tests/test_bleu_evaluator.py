@@ -106,3 +106,19 @@ def test_meteor_is_computed_when_wordnet_is_there():
     partial, note = evaluate.meteor_score({"a": "a dog sleeps"}, {"a": ["a dog runs"]}, wordnet=NoSynonyms())
     assert note is None
     assert perfect > 0.9 and 0.0 < partial < perfect
+
+
+def test_cider_rewards_the_caption_that_matches_its_own_image_and_ignores_case_and_punctuation():
+    from components.bleu_evaluator.cider import corpus_cider
+
+    references = {
+        "dog": ["A dog runs on the grass.", "a brown dog running", "the dog runs in a field"],
+        "bike": ["A man rides a bike.", "a person on a bicycle", "man riding his bike on a road"],
+        "beach": ["Children play on the beach.", "kids at the sea", "two children on the sand"],
+    }
+    right = {"dog": "a dog runs on the grass", "bike": "a man rides a bike", "beach": "children play on the beach"}
+    swapped = {"dog": right["bike"], "bike": right["beach"], "beach": right["dog"]}
+    shouted = {k: v.upper() + "!" for k, v in right.items()}
+    assert corpus_cider(right, references) > 1.0
+    assert corpus_cider(swapped, references) < 0.2
+    assert corpus_cider(shouted, references) == pytest.approx(corpus_cider(right, references))

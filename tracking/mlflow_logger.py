@@ -7,7 +7,7 @@ failed, and by the tests. What goes where (names are stable: dashboards and test
   `examples.<split>`, `images.total|skipped`, `caption_lines.total|skipped`, `skipped.<reason>`
 - metrics: `loss`, `val_loss`, `accuracy`, `val_accuracy` per epoch (step = epoch number, from 1, as the
   Trainer's log and the learning curve count),
-  `epochs_trained`, `best_val_loss`; `bleu_1`..`bleu_4`, `meteor` (when computed),
+  `epoch_seconds` per epoch, `epochs_trained`, `best_val_loss`, `train_seconds`; `bleu_1`..`bleu_4`, `cider`, `meteor` (when computed),
   `eval_num_images`, `eval_seconds`
 - tags: `pipeline_name`, `pipeline_run_id`, `profile`, `data_fingerprint`, `cached_nodes`,
   `gate_decision` (blessed / not blessed), `gate_reason`, `pushed` (true / false),
@@ -53,9 +53,9 @@ STATISTICS_FILE = "FeatureStats.pb"  # StatisticsGen, under Split-<name>/
 HISTORY_FILE = "history.json"  # Trainer's ModelRun (models/trainer.py)
 METRICS_FILE = "metrics.json"  # BleuEvaluator's CaptionEvaluation
 PREDICTIONS_FILE = "predictions.jsonl"
-HISTORY_METRICS = ("loss", "val_loss", "accuracy", "val_accuracy")
+HISTORY_METRICS = ("loss", "val_loss", "accuracy", "val_accuracy", "epoch_seconds")
 EVAL_METRICS = {"bleu_1": "bleu_1", "bleu_2": "bleu_2", "bleu_3": "bleu_3", "bleu_4": "bleu_4",
-                "meteor": "meteor", "num_images": "eval_num_images", "seconds": "eval_seconds"}
+                "cider": "cider", "meteor": "meteor", "num_images": "eval_num_images", "seconds": "eval_seconds"}
 
 
 def sqlite_artifact_root(config: Config) -> Path | None:
@@ -343,6 +343,8 @@ class _RunLogger:
             mlflow.log_metric("epochs_trained", len(history["loss"]))
         if history.get("val_loss"):
             mlflow.log_metric("best_val_loss", min(history["val_loss"]))
+        if history.get("epoch_seconds"):
+            mlflow.log_metric("train_seconds", float(sum(history["epoch_seconds"])))
         self.file(f"training/{HISTORY_FILE}").write_text(history_path.read_text())
         report.learning_curve_png(
             history, self.file("training/learning_curve.png"), f"{self.record.pipeline_name} {self.record.run_id}"

@@ -1,4 +1,4 @@
-"""Scores a serving SavedModel on a split of raw examples: captions, BLEU-1..4, METEOR.
+"""Scores a serving SavedModel on a split of raw examples: captions, BLEU-1..4, CIDEr, METEOR.
 
 Called by the BleuEvaluator executor (for the candidate and for the baseline model) and
 usable from a notebook or benchmark on any export. It reads the raw tf.Examples of
@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import tensorflow as tf
 
 from components.bleu_evaluator.bleu import corpus_bleu_scores, tokens
+from components.bleu_evaluator.cider import corpus_cider
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,7 @@ def evaluate(
         raise ValueError(f"{name}: the eval split has no examples")
 
     metrics: dict[str, Any] = dict(corpus_bleu_scores(hypotheses, references))
+    metrics["cider"] = corpus_cider(hypotheses, references)
     meteor, meteor_note = meteor_score(hypotheses, references, wordnet=wordnet)
     metrics.update(
         meteor=meteor,

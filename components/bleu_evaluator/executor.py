@@ -114,8 +114,8 @@ def _score(
     result = evaluate.evaluate(evaluate.read_batches(files, batch_size), captioner, total, name=name)
     m = result.metrics
     log.info(
-        "%s: BLEU-1 %.4f, BLEU-2 %.4f, BLEU-3 %.4f, BLEU-4 %.4f, METEOR %s; %d images in %.1f s (%.1f images/s)",
-        name, m["bleu_1"], m["bleu_2"], m["bleu_3"], m["bleu_4"],
+        "%s: BLEU-1 %.4f, BLEU-2 %.4f, BLEU-3 %.4f, BLEU-4 %.4f, CIDEr %.4f, METEOR %s; %d images in %.1f s (%.1f images/s)",
+        name, m["bleu_1"], m["bleu_2"], m["bleu_3"], m["bleu_4"], m["cider"],
         "skipped" if m["meteor"] is None else f"{m['meteor']:.4f}",
         m["num_images"], m["seconds"], m["images_per_second"],
     )
@@ -133,7 +133,7 @@ def _write_evaluation(artifact: types.Artifact, metrics: dict[str, Any], predict
     with open(os.path.join(artifact.uri, PREDICTIONS_FILE), "w") as f:
         for prediction in predictions:
             f.write(json.dumps(prediction) + "\n")
-    for name in ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "images_per_second"):
+    for name in ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "cider", "images_per_second"):
         artifact.set_float_custom_property(name, float(metrics[name]))
     if metrics["meteor"] is not None:
         artifact.set_float_custom_property("meteor", float(metrics["meteor"]))
