@@ -128,7 +128,8 @@ class FeaturesConfig:
     weights: str | None = "imagenet"
     weights_path: str | None = None
     batch_size: int = 32
-    # Keep the spatial grid too (the attention decoder needs it; it is ~50x larger).
+    # Keep the spatial grid too (~50x larger than the pooled vector). The attention model
+    # needs it, so model.architecture "attention" stores it whatever this says.
     store_grid: bool = False
 
     def __post_init__(self) -> None:
@@ -147,15 +148,17 @@ class TextConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """The caption decoder (models/decoder.py)."""
+    """The caption decoder: "merge" (models/decoder.py) or "attention" (models/attention.py)."""
 
     architecture: str = "merge"
     embedding_dim: int = 256
     hidden_dim: int = 256
     dropout: float = 0.5
+    # Size of the additive attention's hidden layer (attention model only).
+    attention_dim: int = 256
 
     def __post_init__(self) -> None:
-        _check_choice("model.architecture", self.architecture, ("merge",))
+        _check_choice("model.architecture", self.architecture, ("merge", "attention"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -273,6 +276,11 @@ class Config:
     def mlflow_tracking_uri(self) -> str:
         """`mlflow.tracking_uri`, or the embedded sqlite store under the output root."""
         return self.mlflow.tracking_uri or f"sqlite:///{self.output_root / 'mlflow.db'}"
+
+    @property
+    def stores_grid(self) -> bool:
+        """Whether the feature step keeps the spatial grid: asked for, or the model needs it."""
+        return self.features.store_grid or self.model.architecture == "attention"
 
     @property
     def push_dir(self) -> Path:

@@ -18,6 +18,9 @@ import tensorflow as tf
 class MergeCaptioner(keras.Model):
     """Predicts the next token at every position from image features and the tokens so far."""
 
+    # The image inputs it reads (the trainer feeds them; the export computes them).
+    image_inputs = ("image_features",)
+
     def __init__(self, vocab_size: int, embedding_dim: int, hidden_dim: int, dropout: float, **kwargs):
         super().__init__(**kwargs)
         self.vocab_size = vocab_size
@@ -34,12 +37,13 @@ class MergeCaptioner(keras.Model):
 
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         """inputs: image_features [B, D], tokens [B, T] -> logits [B, T, vocab]."""
-        image = self.encode_image(inputs["image_features"], training=training)
+        image = self.encode_image(inputs, training=training)
         hidden = self.lstm(self.embedding(inputs["tokens"]), training=training)
         return self._head(hidden + image[:, None, :], training=training)
 
-    def encode_image(self, features: tf.Tensor, training: bool = False) -> tf.Tensor:
-        return self.image_projection(self.image_dropout(features, training=training))
+    def encode_image(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        """The projected image [B, H], computed once per caption."""
+        return self.image_projection(self.image_dropout(inputs["image_features"], training=training))
 
     def initial_state(self, image: tf.Tensor) -> list[tf.Tensor]:
         """Zero LSTM state (h, c) for a batch, as the training path starts from."""

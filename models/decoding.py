@@ -9,18 +9,27 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from models.decoder import MergeCaptioner
+from typing import Any, Mapping
+
+Captioner = Any  # models.decoder.MergeCaptioner or models.attention.AttentionCaptioner
 
 NEG_INF = -1e9
 
 
+def _batch_size(image_inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
+    return tf.shape(next(iter(image_inputs.values())))[0]
+
+
 def greedy_decode(
-    model: MergeCaptioner, features: tf.Tensor, start_id: int, end_id: int, pad_id: int, max_length: int
+    model: Captioner, image_inputs: Mapping[str, tf.Tensor], start_id: int, end_id: int, pad_id: int, max_length: int
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """Token ids [B, <= max_length-1] (without <start>; pad after <end>) and their log-probability [B]."""
-    image = model.encode_image(features)
+    """Token ids [B, <= max_length-1] (without <start>; pad after <end>) and their log-probability [B].
+
+    `image_inputs` holds what the model reads (its `image_inputs`: pooled features, grid).
+    """
+    image = model.encode_image(image_inputs)
     states = model.initial_state(image)
-    batch = tf.shape(features)[0]
+    batch = _batch_size(image_inputs)
     tokens = tf.fill([batch], tf.constant(start_id, tf.int64))
     finished = tf.zeros([batch], tf.bool)
     log_probability = tf.zeros([batch], tf.float32)
@@ -40,8 +49,8 @@ def greedy_decode(
 
 
 def beam_search_decode(
-    model: MergeCaptioner,
-    features: tf.Tensor,
+    model: Captioner,
+    image_inputs: Mapping[str, tf.Tensor],
     start_id: int,
     end_id: int,
     pad_id: int,
@@ -52,8 +61,9 @@ def beam_search_decode(
     """Beam search: ids [B, K, T] best first, and scores [B, K] (log-prob / length**alpha)."""
     k = beam_width
     vocab = model.vocab_size
-    batch = tf.shape(features)[0]
-    image = tf.repeat(model.encode_image(features), k, axis=0)  # [B*K, H]
+    batch = _batch_size(image_inputs)
+    # Each image's encoding repeated for its K beams: [B*K, ...].
+    image = tf.nest.map_structure(lambda t: tf.repeat(t, k, axis=0), model.encode_image(image_inputs))
     states = model.initial_state(image)
     tokens = tf.fill([batch * k], tf.constant(start_id, tf.int64))
     # Only the first beam is alive at the start, so the K beams do not all repeat it.

@@ -19,7 +19,6 @@ import keras
 import tensorflow as tf
 
 from components.transform import text
-from models.decoder import MergeCaptioner
 from models.decoding import beam_search_decode, greedy_decode
 from models.images import decode_images
 
@@ -37,7 +36,7 @@ class DecodeSettings:
 class CaptionPipeline:
     """Image bytes -> features -> token ids -> text, for a batch; its parts are exported."""
 
-    def __init__(self, feature_model: keras.Model, captioner: MergeCaptioner, vocabulary: list[str], image_size: int, settings: DecodeSettings):
+    def __init__(self, feature_model: keras.Model, captioner: keras.Model, vocabulary: list[str], image_size: int, settings: DecodeSettings):
         self.feature_model = feature_model
         self.captioner = captioner
         self.image_size = image_size
@@ -52,8 +51,10 @@ class CaptionPipeline:
             vocabulary=vocabulary[1:], mask_token=vocabulary[0], num_oov_indices=0, invert=True, name="to_words"
         )
 
-    def features(self, images: tf.Tensor) -> tf.Tensor:
-        return self.feature_model(decode_images(images, self.image_size))["pooled"]
+    def features(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        """The image inputs the captioner reads, as the trainer fed them."""
+        out = self.feature_model(decode_images(images, self.image_size))
+        return {name: image_input(out, name) for name in self.captioner.image_inputs}
 
     def greedy(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         ids, log_probability = greedy_decode(
@@ -81,9 +82,19 @@ class CaptionPipeline:
         return tf.strings.strip(tf.strings.regex_replace(joined, " +", " "))
 
 
+def image_input(feature_outputs: dict[str, tf.Tensor], name: str) -> tf.Tensor:
+    """A backbone output as a captioner input: pooled [B, D], or the grid as [B, h*w, c]."""
+    if name == "image_features":
+        return feature_outputs["pooled"]
+    if name == "image_grid":
+        grid = feature_outputs["grid"]
+        return tf.reshape(grid, [tf.shape(grid)[0], -1, grid.shape[-1]])
+    raise ValueError(f"unknown image input {name!r}")
+
+
 def export_serving_model(
     feature_model: keras.Model,
-    captioner: MergeCaptioner,
+    captioner: keras.Model,
     vocabulary: list[str],
     image_size: int,
     settings: DecodeSettings,

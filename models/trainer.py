@@ -21,6 +21,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from components.transform.vocabulary import load_vocabulary
+from models.attention import AttentionCaptioner
 from models.backbones import get_backbone
 from models.decoder import MergeCaptioner
 from models.export import DecodeSettings, export_serving_model
@@ -38,9 +39,11 @@ class TrainerConfig:
     weights: str | None
     weights_path: str | None
     max_length: int
+    architecture: str
     embedding_dim: int
     hidden_dim: int
     dropout: float
+    attention_dim: int
     epochs: int
     batch_size: int
     learning_rate: float
@@ -61,9 +64,11 @@ def trainer_config(config: Any) -> dict[str, Any]:
             weights_path=config.features.weights_path
             and str(config.resolve(config.features.weights_path)),
             max_length=config.text.max_length,
+            architecture=config.model.architecture,
             embedding_dim=config.model.embedding_dim,
             hidden_dim=config.model.hidden_dim,
             dropout=config.model.dropout,
+            attention_dim=config.model.attention_dim,
             epochs=config.train.epochs,
             batch_size=config.train.batch_size,
             learning_rate=config.train.learning_rate,
@@ -77,35 +82,70 @@ def trainer_config(config: Any) -> dict[str, Any]:
     )
 
 
-def load_caption_rows(
-    file_pattern: list[str] | str, feature_spec: dict[str, Any], max_length: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Every caption as a row: (image features [N, D], token ids [N, max_length]).
+@dataclasses.dataclass(frozen=True)
+class CaptionRows:
+    """Every caption as a row, pointing at its image; image arrays are stored once each.
 
-    Each transformed example is one image with all of its captions (flattened ids, each
-    padded to max_length); here every caption becomes a row. Rows are sorted by image_id,
-    so the training order does not depend on how Beam sharded the examples: the same data
-    and config train the same model on any runner.
+    `images` maps a model input name (image_features [N, D], image_grid [N, L, C] as
+    float16, half the memory: 6,000 lite0 grids are 0.75 GB) to per-image arrays;
+    `image_index[r]` is row r's image and `captions[r]` its token ids [max_length].
+    """
+
+    images: dict[str, np.ndarray]
+    image_index: np.ndarray
+    captions: np.ndarray
+
+
+def load_caption_rows(
+    file_pattern: list[str] | str,
+    feature_spec: dict[str, Any],
+    max_length: int,
+    image_inputs: tuple[str, ...] = ("image_features",),
+    grid_shape: tuple[int, int, int] | None = None,
+) -> CaptionRows:
+    """Reads the transformed examples: one per image, with all of its captions.
+
+    Images are sorted by image_id, so the training order does not depend on how Beam
+    sharded the examples: the same data and config train the same model on any runner.
     """
     patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
     files = sorted(f for pattern in patterns for f in tf.io.gfile.glob(pattern))
-    spec = {k: feature_spec[k] for k in ("image_id", "image_features", "caption_ids")}
-    image_ids, features, captions = [], [], []
+    if "image_grid" in image_inputs and "image_grid" not in feature_spec:
+        raise ValueError(
+            "the attention model needs the image grid, but the transformed examples have none "
+            "(the FeatureExtractor ran with store_grid false)"
+        )
+    spec = {k: feature_spec[k] for k in ("image_id", "caption_ids", *image_inputs)}
+    image_ids, captions_per_image = [], []
+    images: dict[str, list[np.ndarray]] = {name: [] for name in image_inputs}
     batches = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(256)
     for batch in batches.map(lambda serialized: tf.io.parse_example(serialized, spec)):
         ids = batch["caption_ids"]
         ids = tf.sparse.to_dense(ids) if isinstance(ids, tf.SparseTensor) else ids
         ids = tf.reshape(ids, [tf.shape(ids)[0], -1, max_length]).numpy()  # [B, captions, L]
-        for image_id, feature, image_captions in zip(batch["image_id"].numpy(), batch["image_features"].numpy(), ids):
-            for caption in image_captions:
-                if caption.any():  # rows of zeros pad images with fewer captions
-                    image_ids.append(image_id)
-                    features.append(feature)
-                    captions.append(caption)
-    if not captions:
-        raise ValueError(f"no captions in {files}")
+        image_ids.extend(batch["image_id"].numpy())
+        captions_per_image.extend(ids)
+        if "image_features" in images:
+            images["image_features"].append(batch["image_features"].numpy())
+        if "image_grid" in images:
+            grid = batch["image_grid"].numpy().astype(np.float16)
+            images["image_grid"].append(grid.reshape(len(grid), -1, grid_shape[-1]))
+    if not image_ids:
+        raise ValueError(f"no examples in {files}")
     order = np.argsort(np.array(image_ids), kind="stable")
-    return np.stack(features)[order], np.stack(captions)[order]
+    index, rows = [], []
+    for new_position, old_position in enumerate(order):
+        for caption in captions_per_image[old_position]:
+            if caption.any():  # rows of zeros pad images with fewer captions
+                index.append(new_position)
+                rows.append(caption)
+    if not rows:
+        raise ValueError(f"no captions in {files}")
+    return CaptionRows(
+        images={name: np.concatenate(parts)[order] for name, parts in images.items()},
+        image_index=np.array(index, dtype=np.int32),
+        captions=np.stack(rows),
+    )
 
 
 def caption_dataset(
@@ -114,28 +154,40 @@ def caption_dataset(
     max_length: int,
     batch_size: int,
     shuffle_seed: int | None,
+    image_inputs: tuple[str, ...] = ("image_features",),
+    grid_shape: tuple[int, int, int] | None = None,
 ) -> tf.data.Dataset:
-    """((image_features, tokens[:-1]), tokens[1:], mask) batches, one row per caption.
+    """({image inputs, tokens[:-1]}, tokens[1:], mask) batches, one row per caption.
 
-    The mask is the masked loss: padding after <end> carries no weight.
+    The mask is the masked loss: padding after <end> carries no weight. Image arrays are
+    gathered per batch, so they sit in memory once, not once per caption.
     """
-    features, captions = load_caption_rows(file_pattern, feature_spec, max_length)
-    ds = tf.data.Dataset.from_tensor_slices((features, captions))
+    rows = load_caption_rows(file_pattern, feature_spec, max_length, image_inputs, grid_shape)
+    images = {name: tf.constant(array) for name, array in rows.images.items()}
+    ds = tf.data.Dataset.from_tensor_slices((rows.image_index, rows.captions))
     if shuffle_seed is not None:
-        ds = ds.shuffle(len(captions), seed=shuffle_seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(len(rows.captions), seed=shuffle_seed, reshuffle_each_iteration=True)
 
-    def teacher_forcing(features: tf.Tensor, ids: tf.Tensor):
+    def teacher_forcing(image_index: tf.Tensor, ids: tf.Tensor):
         targets = ids[:, 1:]
         mask = tf.cast(targets != 0, tf.float32)
-        return {"image_features": features, "tokens": ids[:, :-1]}, targets, mask
+        inputs = {name: tf.cast(tf.gather(array, image_index), tf.float32) for name, array in images.items()}
+        return {**inputs, "tokens": ids[:, :-1]}, targets, mask
 
     return ds.batch(batch_size).map(teacher_forcing, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def build_model(vocab_size: int, cfg: TrainerConfig) -> MergeCaptioner:
-    model = MergeCaptioner(vocab_size, cfg.embedding_dim, cfg.hidden_dim, cfg.dropout)
+def build_model(vocab_size: int, cfg: TrainerConfig) -> keras.Model:
+    """The configured decoder, compiled for teacher forcing with the masked loss."""
+    optimizer = keras.optimizers.Adam(cfg.learning_rate)
+    if cfg.architecture == "attention":
+        model = AttentionCaptioner(vocab_size, cfg.embedding_dim, cfg.hidden_dim, cfg.dropout, cfg.attention_dim)
+        # Unrolled over every caption position: clip, as is usual for recurrent models.
+        optimizer = keras.optimizers.Adam(cfg.learning_rate, clipnorm=5.0)
+    else:
+        model = MergeCaptioner(vocab_size, cfg.embedding_dim, cfg.hidden_dim, cfg.dropout)
     model.compile(
-        optimizer=keras.optimizers.Adam(cfg.learning_rate),
+        optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
@@ -147,28 +199,33 @@ def train(
     eval_files: list[str] | str,
     tft_output: tft.TFTransformOutput,
     cfg: TrainerConfig,
-) -> tuple[MergeCaptioner, list[str], dict[str, list[float]]]:
+) -> tuple[keras.Model, list[str], dict[str, list[float]]]:
     """Fit the decoder; returns the model (best eval-loss weights), vocabulary and history."""
     keras.utils.set_random_seed(cfg.seed)
     vocabulary = load_vocabulary(tft_output)
     spec = tft_output.transformed_feature_spec()
-    train_ds = caption_dataset(train_files, spec, cfg.max_length, cfg.batch_size, shuffle_seed=cfg.seed)
-    eval_ds = caption_dataset(eval_files, spec, cfg.max_length, cfg.batch_size, shuffle_seed=None)
     model = build_model(len(vocabulary), cfg)
+    image_args = {"image_inputs": model.image_inputs, "grid_shape": get_backbone(cfg.backbone, weights=None).grid_shape}
+    train_ds = caption_dataset(train_files, spec, cfg.max_length, cfg.batch_size, shuffle_seed=cfg.seed, **image_args)
+    eval_ds = caption_dataset(eval_files, spec, cfg.max_length, cfg.batch_size, shuffle_seed=None, **image_args)
     fit_args: dict[str, Any] = {"epochs": cfg.epochs}
     if cfg.max_steps > 0:  # a capped run, e.g. a deliberately undertrained model
         train_ds = train_ds.repeat()
         fit_args = {"epochs": 1, "steps_per_epoch": cfg.max_steps}
+    epoch_log = _EpochLog()
     callbacks = [
         keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=cfg.early_stopping_patience, restore_best_weights=True
         ),
-        _EpochLog(),
+        epoch_log,
     ]
     started = time.monotonic()
     history = model.fit(train_ds, validation_data=eval_ds, callbacks=callbacks, verbose=0, **fit_args)
     log.info("trained %d epochs in %.1f s", len(history.history["loss"]), time.monotonic() - started)
-    return model, vocabulary, {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    return model, vocabulary, {
+        **{k: [float(v) for v in vals] for k, vals in history.history.items()},
+        "epoch_seconds": epoch_log.seconds,
+    }
 
 
 def run_fn(fn_args: Any) -> None:
@@ -195,11 +252,16 @@ def run_fn(fn_args: Any) -> None:
 class _EpochLog(keras.callbacks.Callback):
     """One log line per epoch with losses and time: progress on a long step."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds: list[float] = []  # wall time of each epoch, evaluation included
+
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._started = time.monotonic()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
+        self.seconds.append(round(time.monotonic() - self._started, 3))
         log.info(
             "epoch %d: loss %.4f, val_loss %.4f, val_accuracy %.3f (%.1f s)",
             epoch + 1,

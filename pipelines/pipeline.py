@@ -77,7 +77,7 @@ def create_pipeline(
         weights=config.features.weights,
         weights_path=config.features.weights_path and repo_path(config.features.weights_path),
         batch_size=config.features.batch_size,
-        store_grid=config.features.store_grid,
+        store_grid=config.stores_grid,
     )
     features.add_upstream_node(anomalies_check)  # no compute on data that failed validation
     # Captions -> normalised tokens -> ids; the vocabulary is built on the train split only.

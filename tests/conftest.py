@@ -49,3 +49,18 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory, mlflow_server) -> SmokeR
     config = smoke_config(tmp_path_factory.mktemp("smoke_run"), **{"mlflow.tracking_uri": mlflow_server.uri})
     paths = local_runner.run(config)
     return SmokeRun(config, paths.pipeline_root, paths.metadata_path, paths.pipeline_run_id, paths.mlflow_run_id)
+
+
+@pytest.fixture(scope="session")
+def attention_run(tmp_path_factory: pytest.TempPathFactory) -> SmokeRun:
+    """The smoke pipeline with the attention decoder (profile smoke_attention), once a session.
+
+    Recorded in its own sqlite MLflow store under the run's root.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    from pipelines import local_runner
+
+    config = smoke_config(tmp_path_factory.mktemp("attention_run"), profile="smoke_attention")
+    paths = local_runner.run(config)
+    return SmokeRun(config, paths.pipeline_root, paths.metadata_path, paths.pipeline_run_id, paths.mlflow_run_id)

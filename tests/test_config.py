@@ -113,6 +113,7 @@ def test_a_section_given_a_scalar_is_an_error() -> None:
         ("beam.direct_running_mode", "threads", "beam.direct_running_mode"),
         ("ingest.max_skipped_fraction", 1.5, "ingest.max_skipped_fraction"),
         ("data.eval_split", "val", "'val'"),
+        ("model.architecture", "transformer", "model.architecture"),
     ],
 )
 def test_invalid_values_are_errors(dotted: str, value: object, named: str) -> None:
@@ -267,3 +268,11 @@ def test_importing_configs_is_light() -> None:
 def test_package_exports() -> None:
     assert configs.load_config is load_config
     assert set(configs.__all__) == {"Config", "ConfigError", "available_profiles", "load_config", "parse_override"}
+
+
+def test_the_attention_model_makes_the_feature_step_keep_the_grid() -> None:
+    assert not load_config("smoke", env={}).stores_grid
+    assert load_config("smoke", {"features.store_grid": True}, env={}).stores_grid
+    attention = load_config("smoke_attention", env={})
+    assert attention.model.architecture == "attention" and attention.stores_grid
+    assert not attention.features.store_grid  # the model asks for it, not the profile

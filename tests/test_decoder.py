@@ -1,4 +1,7 @@
-"""The decoder's two paths agree, and in-graph decoding does what the Python loop would."""
+"""Both decoders' two paths agree, and in-graph decoding does what the Python loop would.
+
+Every test runs for the merge model and for the attention model.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from models.attention import AttentionCaptioner
 from models.decoder import MergeCaptioner
 from models.decoding import beam_search_decode, greedy_decode
 
@@ -13,20 +17,39 @@ VOCAB = 9
 START, END, PAD = 1, 2, 0
 
 
-@pytest.fixture(scope="module")
-def model() -> MergeCaptioner:
-    m = MergeCaptioner(VOCAB, embedding_dim=8, hidden_dim=16, dropout=0.2)
-    m({"image_features": tf.zeros((1, 5)), "tokens": tf.zeros((1, 4), tf.int64)})
+GRID_CELLS = 4
+
+
+@pytest.fixture(scope="module", params=["merge", "attention"])
+def model(request):
+    if request.param == "merge":
+        m = MergeCaptioner(VOCAB, embedding_dim=8, hidden_dim=16, dropout=0.2)
+    else:
+        m = AttentionCaptioner(VOCAB, embedding_dim=8, hidden_dim=16, dropout=0.2, attention_dim=6)
+    m({**image_inputs(m, 1, seed=0), "tokens": tf.zeros((1, 4), tf.int64)})
     # Large random weights make the argmax path depend on the image, as a trained model does.
     for i, v in enumerate(m.trainable_variables):
         v.assign(tf.random.stateless_normal(v.shape, seed=[1, i]) * 0.8)
     return m
 
 
+def image_inputs(model, batch: int, seed: int) -> dict[str, tf.Tensor]:
+    """Random image inputs of the kind the model reads: pooled [B, 5] or a grid [B, 4, 5]."""
+    shapes = {"image_features": (batch, 5), "image_grid": (batch, GRID_CELLS, 5)}
+    return {
+        name: tf.random.stateless_normal(shapes[name], seed=[seed, i])
+        for i, name in enumerate(model.image_inputs)
+    }
+
+
+def one(inputs: dict[str, tf.Tensor], i: int) -> dict[str, tf.Tensor]:
+    return {k: v[i : i + 1] for k, v in inputs.items()}
+
+
 def test_step_path_matches_teacher_forced_path(model):
-    features = tf.random.stateless_normal((3, 5), seed=[2, 3])
+    features = image_inputs(model, 3, seed=2)
     tokens = tf.constant([[START, 4, 5, 6], [START, 3, 3, 8], [START, 7, 2, 0]], tf.int64)
-    full = model({"image_features": features, "tokens": tokens}).numpy()
+    full = model({**features, "tokens": tokens}).numpy()
     image = model.encode_image(features)
     states = model.initial_state(image)
     for t in range(tokens.shape[1]):
@@ -51,11 +74,11 @@ def _python_greedy(model, features, max_length):
 
 
 def test_greedy_in_graph_equals_python_loop(model):
-    features = tf.random.stateless_normal((4, 5), seed=[4, 5])
+    features = image_inputs(model, 4, seed=4)
     graph_greedy = tf.function(lambda f: greedy_decode(model, f, START, END, PAD, max_length=7))
     ids, log_probability = graph_greedy(features)
-    for row, f, lp in zip(ids.numpy(), features, log_probability.numpy()):
-        expected, expected_lp = _python_greedy(model, f[None], max_length=7)
+    for i, (row, lp) in enumerate(zip(ids.numpy(), log_probability.numpy())):
+        expected, expected_lp = _python_greedy(model, one(features, i), max_length=7)
         got = [int(t) for t in row[: len(expected)]]
         assert got == expected
         assert all(t == PAD for t in row[len(expected):])
@@ -63,7 +86,7 @@ def test_greedy_in_graph_equals_python_loop(model):
 
 
 def test_beam_width_one_is_greedy_and_scores_are_sorted(model):
-    features = tf.random.stateless_normal((4, 5), seed=[6, 7])
+    features = image_inputs(model, 4, seed=6)
     greedy = greedy_decode(model, features, START, END, PAD, max_length=7)[0].numpy()
     beam_ids, _ = beam_search_decode(model, features, START, END, PAD, 7, beam_width=1, length_penalty=0.0)
     beam_ids = beam_ids.numpy()[:, 0, :]
@@ -82,10 +105,10 @@ def test_beam_width_one_is_greedy_and_scores_are_sorted(model):
 
 
 def test_beam_finds_a_sequence_at_least_as_likely_as_greedy(model):
-    features = tf.random.stateless_normal((6, 5), seed=[8, 9])
+    features = image_inputs(model, 6, seed=8)
 
     def log_prob(sequence, f):
-        image = model.encode_image(f[None])
+        image = model.encode_image(f)
         states = model.initial_state(image)
         token, total = tf.constant([START], tf.int64), 0.0
         for t in sequence:
@@ -98,5 +121,23 @@ def test_beam_finds_a_sequence_at_least_as_likely_as_greedy(model):
 
     greedy = greedy_decode(model, features, START, END, PAD, max_length=7)[0].numpy()
     beams, _ = beam_search_decode(model, features, START, END, PAD, 7, beam_width=4, length_penalty=0.0)
-    for f, g, b in zip(features, greedy, beams.numpy()[:, 0]):
-        assert log_prob(list(b), f) >= log_prob(list(g), f) - 1e-4
+    for i, (g, b) in enumerate(zip(greedy, beams.numpy()[:, 0])):
+        assert log_prob(list(b), one(features, i)) >= log_prob(list(g), one(features, i)) - 1e-4
+
+
+def test_attention_weights_are_a_distribution_over_the_grid_and_depend_on_it():
+    m = AttentionCaptioner(VOCAB, embedding_dim=8, hidden_dim=16, dropout=0.0, attention_dim=6)
+    grid = tf.random.stateless_normal((2, GRID_CELLS, 5), seed=[3, 1])
+    m({"image_grid": grid, "tokens": tf.zeros((2, 3), tf.int64)})
+    image = m.encode_image({"image_grid": grid})
+    h = tf.random.stateless_normal((2, 16), seed=[3, 2])
+    context, weights = m.attend(h, image)
+    assert weights.shape == (2, GRID_CELLS) and context.shape == (2, 16)
+    np.testing.assert_allclose(weights.numpy().sum(axis=1), 1.0, rtol=1e-5)
+    assert np.all(weights.numpy() > 0)
+    # Changing what one cell holds changes the caption logits: the model looks at the grid.
+    shuffled = tf.concat([grid[:, :1] * 3.0, grid[:, 1:]], axis=1)
+    tokens = tf.constant([[START, 4, 5]] * 2, tf.int64)
+    a = m({"image_grid": grid, "tokens": tokens}).numpy()
+    b = m({"image_grid": shuffled, "tokens": tokens}).numpy()
+    assert not np.allclose(a, b)

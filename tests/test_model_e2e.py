@@ -1,4 +1,7 @@
-"""The trained smoke model: it learned, its export serves odd input, and TF Serving can load it."""
+"""The trained smoke models: they learned, their exports serve odd input, and TF Serving can load them.
+
+Every test runs for the merge model (`trained_run`) and the attention model (`attention_run`).
+"""
 
 from __future__ import annotations
 
@@ -19,9 +22,15 @@ from tests import images, mlmd
 pytestmark = pytest.mark.e2e
 
 
+@pytest.fixture(scope="module", params=["merge", "attention"])
+def trained_run(request):
+    """The session's smoke run of this architecture."""
+    return request.getfixturevalue("smoke_run" if request.param == "merge" else "attention_run")
+
+
 @pytest.fixture(scope="module")
-def export_dir(smoke_run) -> Path:
-    return mlmd.latest_uri(smoke_run.metadata_path, "Model") / "Format-Serving"
+def export_dir(trained_run) -> Path:
+    return mlmd.latest_uri(trained_run.metadata_path, "Model") / "Format-Serving"
 
 
 @pytest.fixture(scope="module")
@@ -40,24 +49,24 @@ def _caption_split(serving, records, signature="serving_default") -> dict[str, s
     return captions
 
 
-def test_model_learned_held_out_images(smoke_run, serving):
+def test_model_learned_held_out_images(trained_run, serving):
     """BLEU-4 >= 0.5 on the test split, which training never saw."""
-    records = layout.scan_layout(smoke_run.config.data_dir, ["test"]).records["test"]
+    records = layout.scan_layout(trained_run.config.data_dir, ["test"]).records["test"]
     hypotheses = _caption_split(serving, records)
     scores = corpus_bleu_scores(hypotheses, {r.image_id: r.captions for r in records})
     assert scores["bleu_4"] >= 0.5, (scores, list(hypotheses.values())[:5])
 
 
-def test_training_loss_fell(smoke_run):
-    run_dirs = sorted((mlmd.latest_uri(smoke_run.metadata_path, "ModelRun")).glob("history.json"))
+def test_training_loss_fell(trained_run):
+    run_dirs = sorted((mlmd.latest_uri(trained_run.metadata_path, "ModelRun")).glob("history.json"))
     history = json.loads(run_dirs[0].read_text())
     assert history["val_loss"][-1] < 0.5 * history["val_loss"][0]
 
 
-def test_beam_search_returns_ranked_alternatives(smoke_run, serving):
-    records = layout.scan_layout(smoke_run.config.data_dir, ["dev"]).records["dev"][:4]
+def test_beam_search_returns_ranked_alternatives(trained_run, serving):
+    records = layout.scan_layout(trained_run.config.data_dir, ["dev"]).records["dev"][:4]
     out = serving.signatures["beam_search"](images=tf.constant([Path(r.path).read_bytes() for r in records]))
-    k = smoke_run.config.decode.beam_width
+    k = trained_run.config.decode.beam_width
     assert out["alternatives"].shape == (4, k)
     assert np.all(np.diff(out["scores"].numpy(), axis=1) <= 1e-6)
     np.testing.assert_array_equal(out["caption"].numpy(), out["alternatives"].numpy()[:, 0])
@@ -121,8 +130,8 @@ FRESH_PROCESS = textwrap.dedent(
 )
 
 
-def test_export_runs_in_a_fresh_process_with_stock_ops_only(smoke_run, export_dir, tmp_path):
-    record = layout.scan_layout(smoke_run.config.data_dir, ["test"]).records["test"][0]
+def test_export_runs_in_a_fresh_process_with_stock_ops_only(trained_run, export_dir, tmp_path):
+    record = layout.scan_layout(trained_run.config.data_dir, ["test"]).records["test"][0]
     script = tmp_path / "load.py"
     script.write_text(FRESH_PROCESS)
     result = subprocess.run(
