@@ -1,0 +1,88 @@
+"""The sweep: its file is checked before anything runs, and each variant is a tagged MLflow run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from configs import ConfigError
+from pipelines import sweep
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "sweep.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_the_shipped_sweep_loads_and_varies_what_it_says():
+    profile, variants = sweep.load_sweep(REPO / "mlflow" / "sweep_flickr8k_lite0.yaml")
+    assert profile == "flickr8k_lite0"
+    by_name = dict(variants)
+    assert by_name["merge"].model.architecture == "merge"
+    assert by_name["attention"].model.architecture == "attention"
+    assert by_name["attention-min_count3"].text.min_count == 3
+    assert by_name["attention-hidden256"].model.hidden_dim == 256
+    assert by_name["attention"].model.hidden_dim != 256
+
+
+@pytest.mark.parametrize(
+    "text,named",
+    [
+        ("profile: smoke\nvariants:\n  - {name: a, set: {model.hidden_dims: 3}}\n", "'a'"),
+        ("profile: smoke\nvariants:\n  - {name: a}\n  - {name: a}\n", "two variants are named 'a'"),
+        ("profile: smoke\nvariant: []\n", "unknown keys ['variant']"),
+        ("profile: smoke\nvariants: []\n", "at least one variant"),
+    ],
+)
+def test_a_bad_sweep_file_fails_before_any_run_naming_the_problem(tmp_path, text, named):
+    with pytest.raises(ConfigError) as error:
+        sweep.load_sweep(write(tmp_path, text))
+    assert named in str(error.value)
+
+
+def test_sweep_runs_push_away_from_the_served_models(tmp_path):
+    _, [(_, config)] = sweep.load_sweep(write(tmp_path, "profile: smoke\nvariants:\n  - {name: a}\n"))
+    moved = sweep.away_from_serving(config)
+    assert Path(moved.push.base_dir) == config.output_root / "sweep" / "serving"
+    assert moved.push_dir != config.push_dir and moved.model == config.model
+
+
+@pytest.mark.e2e
+def test_a_smoke_sweep_gives_one_tagged_mlflow_run_per_variant_and_computes_features_once(tmp_path):
+    import mlflow
+
+    from tests import mlmd
+
+    root = tmp_path / "out"
+    overrides = {
+        "pipeline.output_root": str(root),
+        "data.data_dir": str(root / "data" / "synthetic"),
+        "push.base_dir": str(root / "serving" / "captioner"),
+        "train.epochs": 3,
+    }
+    sweep_file = write(
+        tmp_path,
+        "profile: smoke\nvariants:\n  - {name: wide, set: {model.hidden_dim: 64}}\n"
+        "  - {name: narrow, set: {model.hidden_dim: 32}}\n",
+    )
+    _, variants = sweep.load_sweep(sweep_file, overrides)
+    results = sweep.run_sweep(variants, sweep_id="test-sweep")
+
+    assert [r["status"] for r in results] == ["ok", "ok"]
+    mlflow.set_tracking_uri(variants[0][1].mlflow_tracking_uri)
+    runs = mlflow.search_runs(filter_string="tags.sweep = 'test-sweep'", output_format="list")
+    by_variant = {r.data.tags["sweep_variant"]: r for r in runs}
+    assert set(by_variant) == {"wide", "narrow"}
+    assert by_variant["wide"].data.params["model.hidden_dim"] == "64"
+    assert by_variant["narrow"].data.params["model.hidden_dim"] == "32"
+    assert all("bleu_4" in r.data.metrics for r in runs)
+    # Ingestion and features ran once; the second variant took them from TFX's cache.
+    from ml_metadata.proto import metadata_store_pb2
+
+    states = [e.last_known_state for e in mlmd.executions(root / "metadata.db", "FeatureExtractor")]
+    assert states == [metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED]
+    assert not (root / "serving" / "captioner").exists()  # nothing reached the served models
