@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -84,3 +85,16 @@ def test_cli_writes_the_spec(tmp_path, monkeypatch):
     images = {e["container"]["image"] for e in spec["pipelineSpec"]["deploymentSpec"]["executors"].values()
               if "container" in e}
     assert images == {kubeflow_runner.DEFAULT_IMAGE}
+
+
+def test_the_dockerfile_installs_the_lock_where_the_compiled_spec_expects_the_project():
+    """No Docker engine here to build it: check the contract with kubeflow_runner instead."""
+    from pipelines.kubeflow_runner import DEFAULT_IMAGE_REPO_ROOT
+
+    repo = Path(__file__).resolve().parent.parent
+    dockerfile = (repo / "Dockerfile").read_text()
+    assert f"WORKDIR {DEFAULT_IMAGE_REPO_ROOT}\n" in dockerfile
+    assert "uv pip sync --system --no-cache requirements.lock" in dockerfile
+    assert "FROM python:3.10" in dockerfile  # TFX 1.16 needs Python < 3.11
+    beam = next(line for line in (repo / "requirements.lock").read_text().splitlines() if line.startswith("apache-beam"))
+    assert f"beam_python3.10_sdk:{beam.split('==')[1]}" in dockerfile  # workers boot the locked Beam
