@@ -8,8 +8,8 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTHON ?= $(shell tools/find-python310.sh)
 
-.PHONY: install pipeline test test-fast data-synthetic data-flickr8k bench mlflow-ui clean help
-.PHONY: compile-kfp retrain lineage
+.PHONY: install pipeline test test-fast data-synthetic data-flickr8k bench bench-scaling mlflow-ui clean help
+.PHONY: compile-kfp retrain lineage bench-quality sweep
 
 # `make retrain` retrains on real data: flickr8k_lite0 unless PROFILE is given explicitly.
 RETRAIN_PROFILE = $(if $(filter file,$(origin PROFILE)),flickr8k_lite0,$(PROFILE))
@@ -60,6 +60,16 @@ data-flickr8k: $(STAMP)  ## download, verify and extract Flickr8k into the profi
 bench: $(STAMP)  ## run the benchmarks in bench/ (slow; each prints ratios measured in one run)
 	$(VPY) -m bench.features
 	$(VPY) -m bench.latency
+
+bench-quality: $(STAMP)  ## BLEU/CIDEr/latency of pushed models, greedy and beam: MODELS="merge=DIR attention=DIR" (flickr8k dev)
+	@test -n "$(MODELS)" || { echo 'usage: make bench-quality MODELS="merge=<SavedModel dir> attention=<SavedModel dir>"' >&2; exit 2; }
+	$(VPY) -m bench.quality $(foreach m,$(MODELS),--model $(m))
+
+sweep: $(STAMP)  ## run the flickr8k_lite0 sweep (mlflow/sweep_flickr8k_lite0.yaml; one pipeline run per variant, hours)
+	$(VPY) -m pipelines.sweep $(or $(SWEEP),mlflow/sweep_flickr8k_lite0.yaml)
+
+bench-scaling: $(STAMP)  ## ingestion and feature time at 1,000/3,500/7,000 Flickr8k images, and 1 vs 2 Beam workers (about 10 min on 2 cores)
+	$(VPY) -m bench.scaling
 
 mlflow-ui: $(STAMP)  ## MLflow UI on 127.0.0.1:5000 over PROFILE's runs (<output root>/mlflow.db)
 	$(VPY) -m tracking.ui --profile $(PROFILE)
