@@ -74,7 +74,11 @@ def test_a_smoke_sweep_gives_one_tagged_mlflow_run_per_variant_and_computes_feat
 
     assert [r["status"] for r in results] == ["ok", "ok"]
     mlflow.set_tracking_uri(variants[0][1].mlflow_tracking_uri)
-    runs = mlflow.search_runs(filter_string="tags.sweep = 'test-sweep'", output_format="list")
+    runs = mlflow.search_runs(
+        experiment_names=[variants[0][1].mlflow.experiment],
+        filter_string="tags.sweep = 'test-sweep'",
+        output_format="list",
+    )
     by_variant = {r.data.tags["sweep_variant"]: r for r in runs}
     assert set(by_variant) == {"wide", "narrow"}
     assert by_variant["wide"].data.params["model.hidden_dim"] == "64"
