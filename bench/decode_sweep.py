@@ -1,0 +1,151 @@
+"""Beam width and length penalty of one trained model, scored side by side on a split.
+
+Run `python -m bench.decode_sweep --model DIR --transform-graph DIR --profile flickr8k_lite0
+[--widths 1,3,5] [--penalties 0,0.7,1.0,1.3]`. DIR: a Trainer's serving SavedModel and
+the Transform graph of the same run. Decoding settings do not change training, so rather
+than retraining per setting, the decoder's weights are read back from the SavedModel into
+the same Keras decoder class (checked variable by variable, by order and shape), the
+backbone features of the split are computed once, and `models.decoding` (the code the
+export uses) decodes them with every setting. Scores are the pipeline's own: corpus
+BLEU-1..4 and CIDEr-D. Width 1 is greedy decoding.
+
+The settings are chosen on the split they are scored on (the dev split: the test split of
+../shared/flickr8k is held out), so the best row is slightly optimistic; the README says so.
+The last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    from components.bleu_evaluator.bleu import corpus_bleu_scores
+    from components.bleu_evaluator.cider import corpus_cider
+    from components.transform import text
+    from components.transform.vocabulary import load_vocabulary
+    from configs import load_config
+    from data.layout import scan_layout
+    from models.backbones import get_backbone
+    from models.decoding import beam_search_decode, greedy_decode
+    from models.export import image_input
+    from models.images import decode_images
+    from models.trainer import TrainerConfig, build_model, trainer_config
+
+    config = load_config(args.profile)
+    cfg = TrainerConfig(**trainer_config(config))
+    vocabulary = load_vocabulary(tft.TFTransformOutput(args.transform_graph))
+    backbone = get_backbone(cfg.backbone, cfg.weights, cfg.weights_path)
+    h, w, c = backbone.grid_shape
+    dummy = {"image_features": tf.zeros([1, backbone.feature_dim]), "image_grid": tf.zeros([1, h * w, c])}
+    captioner = build_model(len(vocabulary), cfg)
+    captioner({**{k: dummy[k] for k in captioner.image_inputs}, "tokens": tf.zeros([1, 2], tf.int64)})  # builds it
+    captioner = _load_decoder(captioner, args.model)
+    records = scan_layout(Path(args.data), [args.split]).records[args.split]
+    if args.limit:
+        records = records[: args.limit]
+
+    feature_model = backbone.build_feature_model()
+    started = time.monotonic()
+    inputs: dict[str, list] = {name: [] for name in captioner.image_inputs}
+    for i in range(0, len(records), 32):
+        encoded = tf.constant([Path(r.path).read_bytes() for r in records[i : i + 32]])
+        out = feature_model(decode_images(encoded, backbone.image_size))
+        for name in inputs:
+            inputs[name].append(image_input(out, name))
+    inputs = {name: tf.concat(parts, axis=0) for name, parts in inputs.items()}
+    logging.info("features of %d images in %.1f s", len(records), time.monotonic() - started)
+
+    ids = {"start_id": vocabulary.index(text.START), "end_id": vocabulary.index(text.END), "pad_id": 0}
+    references = {r.image_id: list(r.captions) for r in records}
+    rows = []
+    for width in args.widths:
+        for penalty in args.penalties if width > 1 else [0.0]:
+            if width == 1:
+                fn = tf.function(lambda x: greedy_decode(captioner, x, max_length=cfg.max_length, **ids)[0])
+            else:
+                fn = tf.function(lambda x, w=width, p=penalty: beam_search_decode(
+                    captioner, x, max_length=cfg.max_length, beam_width=w, length_penalty=p, **ids)[0][:, 0])
+            started = time.monotonic()
+            hypotheses = {}
+            for i in range(0, len(records), 100):
+                batch = {name: t[i : i + 100] for name, t in inputs.items()}
+                for record, row in zip(records[i : i + 100], fn(batch).numpy()):
+                    hypotheses[record.image_id] = _words(row, vocabulary, ids)
+            scores = corpus_bleu_scores(hypotheses, references)
+            row = {
+                "beam_width": width,
+                "length_penalty": penalty,
+                **{k: round(v, 4) for k, v in scores.items()},
+                "cider": round(corpus_cider(hypotheses, references), 4),
+                "mean_words": round(sum(len(h.split()) for h in hypotheses.values()) / len(hypotheses), 2),
+                "seconds": round(time.monotonic() - started, 1),
+            }
+            rows.append(row)
+            logging.info("%s", row)
+    keys = ("beam_width", "length_penalty", "bleu_1", "bleu_2", "bleu_3", "bleu_4", "cider", "mean_words")
+    print(f"\n{args.split} split, {len(records)} images, {args.model}")
+    print(" | ".join(keys))
+    for row in rows:
+        print(" | ".join(str(row[k]) for k in keys))
+    print(json.dumps({"model": args.model, "split": args.split, "rows": rows}))
+    return 0
+
+
+def _load_decoder(captioner, export_dir: str):
+    """The Keras decoder with the SavedModel's weights, matched by order and shape."""
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(export_dir)
+    prefix = f"{captioner.name}/"
+    saved = [v for v in loaded.variables if v.name.startswith(prefix)]
+    mine = captioner.trainable_variables
+    if not mine:
+        raise SystemExit("the decoder has no variables: it was not built")
+    if [tuple(v.shape) for v in saved] != [tuple(v.shape) for v in mine]:
+        raise SystemExit(
+            f"{export_dir}: the saved decoder's variables {[tuple(v.shape) for v in saved]} do not match "
+            f"{type(captioner).__name__} from the profile {[tuple(v.shape) for v in mine]}"
+        )
+    for target, source in zip(mine, saved):
+        target.assign(source)
+    return captioner
+
+
+def _words(row, vocabulary: list[str], ids: dict[str, int]) -> str:
+    words = []
+    for token in row:
+        if token in (ids["end_id"], ids["pad_id"]):
+            break
+        if token != ids["start_id"]:
+            words.append(vocabulary[token])
+    return " ".join(words)
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="the Trainer's serving SavedModel dir")
+    parser.add_argument("--transform-graph", required=True, help="the Transform graph dir of the same run")
+    parser.add_argument("--profile", default="flickr8k_lite0", help="the profile the model was trained with")
+    parser.add_argument("--data", default=os.environ.get("CAPTIONER_DATA_DIR", "../shared/flickr8k"))
+    parser.add_argument("--split", default="dev")
+    parser.add_argument("--limit", type=int, default=0)
+    parser.add_argument("--widths", type=lambda s: [int(x) for x in s.split(",")], default=[1, 3, 5])
+    parser.add_argument("--penalties", type=lambda s: [float(x) for x in s.split(",")], default=[0.0, 0.7, 1.0, 1.3])
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
