@@ -137,36 +137,17 @@ def make_subset(source: Path, n: int, dest: Path) -> dict[str, list[str]]:
 
 def ingest_and_features_pipeline(config, data_dir: Path, splits: list[str], data_fingerprint: str,
                                  pipeline_root: Path, metadata_path: Path):
-    """Flickr8kExampleGen -> FeatureExtractor (+ the ImportSchemaGen it reads), as create_pipeline wires them."""
+    """Flickr8kExampleGen -> FeatureExtractor (+ the ImportSchemaGen it reads), from create_pipeline's own factories."""
     from tfx import v1 as tfx
 
-    from components.feature_extractor.component import FeatureExtractor
-    from components.flickr8k_example_gen.component import Flickr8kExampleGen
-    from pipelines.pipeline import beam_pipeline_args
+    from pipelines.pipeline import beam_pipeline_args, curated_schema, feature_extraction, ingestion
 
     def repo_path(path: str) -> str:  # create_pipeline's default for a local run
         return str(config.resolve(path))
 
-    example_gen = Flickr8kExampleGen(
-        data_dir=str(data_dir),
-        splits=splits,
-        data_fingerprint=data_fingerprint,
-        max_skipped_fraction=config.ingest.max_skipped_fraction,
-        max_image_pixels=config.ingest.max_image_pixels,
-        num_shards=config.ingest.num_shards,
-    )
-    schema_gen = tfx.components.ImportSchemaGen(
-        schema_file=repo_path(config.validation.schema_dir).rstrip("/") + "/schema.pbtxt"
-    )
-    features = FeatureExtractor(
-        examples=example_gen.outputs["examples"],
-        schema=schema_gen.outputs["schema"],
-        backbone=config.features.backbone,
-        weights=config.features.weights,
-        weights_path=config.features.weights_path and repo_path(config.features.weights_path),
-        batch_size=config.features.batch_size,
-        store_grid=config.stores_grid,
-    )
+    example_gen = ingestion(config, data_dir, splits, data_fingerprint)
+    schema_gen = curated_schema(config, repo_path)
+    features = feature_extraction(config, example_gen, schema_gen, repo_path)
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline.name,
         pipeline_root=str(pipeline_root),

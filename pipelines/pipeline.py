@@ -29,6 +29,40 @@ def beam_pipeline_args(config: Config) -> list[str]:
     return args + list(config.beam.extra_args)
 
 
+def ingestion(config: Config, data_dir: Path, splits: list[str], data_fingerprint: str) -> Flickr8kExampleGen:
+    """The ExampleGen node for the snapshot in `data_dir` (also used by bench/scaling.py)."""
+    return Flickr8kExampleGen(
+        data_dir=str(data_dir),
+        splits=splits,
+        data_fingerprint=data_fingerprint,
+        max_skipped_fraction=config.ingest.max_skipped_fraction,
+        max_image_pixels=config.ingest.max_image_pixels,
+        num_shards=config.ingest.num_shards,
+    )
+
+
+def curated_schema(config: Config, repo_path: Callable[[str], str]) -> tfx.components.ImportSchemaGen:
+    return tfx.components.ImportSchemaGen(
+        schema_file=repo_path(config.validation.schema_dir).rstrip("/") + "/schema.pbtxt"
+    )
+
+
+def feature_extraction(
+    config: Config, example_gen: Flickr8kExampleGen, schema_gen: tfx.components.ImportSchemaGen,
+    repo_path: Callable[[str], str],
+) -> FeatureExtractor:
+    """The FeatureExtractor node: the configured backbone (and the grid when the model needs it)."""
+    return FeatureExtractor(
+        examples=example_gen.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
+        backbone=config.features.backbone,
+        weights=config.features.weights,
+        weights_path=config.features.weights_path and repo_path(config.features.weights_path),
+        batch_size=config.features.batch_size,
+        store_grid=config.stores_grid,
+    )
+
+
 def create_pipeline(
     config: Config,
     data_dir: Path,
@@ -48,20 +82,11 @@ def create_pipeline(
     """
     repo_path = repo_path or (lambda path: str(config.resolve(path)))
     # Images and captions in the Flickr8k layout -> tf.Examples split by image.
-    example_gen = Flickr8kExampleGen(
-        data_dir=str(data_dir),
-        splits=splits,
-        data_fingerprint=data_fingerprint,
-        max_skipped_fraction=config.ingest.max_skipped_fraction,
-        max_image_pixels=config.ingest.max_image_pixels,
-        num_shards=config.ingest.num_shards,
-    )
+    example_gen = ingestion(config, data_dir, splits, data_fingerprint)
     # Statistics of every split, for validation and for people (TFDV facets).
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     # The curated schema committed in the repo, not one inferred from this run's data.
-    schema_gen = tfx.components.ImportSchemaGen(
-        schema_file=repo_path(config.validation.schema_dir).rstrip("/") + "/schema.pbtxt"
-    )
+    schema_gen = curated_schema(config, repo_path)
     # Anomalies of each split against that schema.
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
@@ -70,15 +95,7 @@ def create_pipeline(
     anomalies_check = AnomaliesCheck(anomalies=example_validator.outputs["anomalies"])
 
     # Backbone features of every image, keyed by image_id (cached while data and backbone hold).
-    features = FeatureExtractor(
-        examples=example_gen.outputs["examples"],
-        schema=schema_gen.outputs["schema"],
-        backbone=config.features.backbone,
-        weights=config.features.weights,
-        weights_path=config.features.weights_path and repo_path(config.features.weights_path),
-        batch_size=config.features.batch_size,
-        store_grid=config.stores_grid,
-    )
+    features = feature_extraction(config, example_gen, schema_gen, repo_path)
     features.add_upstream_node(anomalies_check)  # no compute on data that failed validation
     # Captions -> normalised tokens -> ids; the vocabulary is built on the train split only.
     transform = tfx.components.Transform(
