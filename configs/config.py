@@ -156,6 +156,10 @@ class ModelConfig:
     dropout: float = 0.5
     # Size of the additive attention's hidden layer (attention model only).
     attention_dim: int = 256
+    # Weight of Show, Attend and Tell's doubly stochastic regularisation (attention model
+    # only): a training penalty when a grid cell's attention, summed over the caption, is
+    # far from 1, which pushes the decoder to look at the whole image. 0 turns it off.
+    attention_coverage: float = 0.0
 
     def __post_init__(self) -> None:
         _check_choice("model.architecture", self.architecture, ("merge", "attention"))
@@ -170,6 +174,10 @@ class TrainConfig:
     learning_rate: float = 0.001
     # Stop when eval loss has not improved for this many epochs; the best weights win.
     early_stopping_patience: int = 3
+    # Multiply the learning rate by this after an epoch whose eval loss did not improve by
+    # lr_decay_min_delta (Keras ReduceLROnPlateau). 1.0 keeps it constant.
+    lr_decay_factor: float = 1.0
+    lr_decay_min_delta: float = 0.0
     # 0: no limit. A positive value caps optimizer steps (e.g. 1 for a deliberately bad model).
     max_steps: int = 0
     seed: int = 42

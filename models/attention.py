@@ -10,7 +10,9 @@ Show, Attend and Tell (Xu et al., 2015) style, with the same interface as the me
     Dense([h_t; z_t]) + Embedding(y_{t-1}) -> Dropout -> Dense -> logits over vocab
 
 The initial LSTM state comes from the mean annotation. Training runs the same `step` for
-every position (teacher forcing), unrolled over the fixed caption length.
+every position (teacher forcing), unrolled over the fixed caption length. With
+`attention_coverage` > 0, training adds the paper's doubly stochastic regularisation:
+coverage * mean over grid cells of (1 - attention summed over the caption's words)^2.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class AttentionCaptioner(keras.Model):
         hidden_dim: int,
         dropout: float,
         attention_dim: int = 256,
+        attention_coverage: float = 0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -40,6 +43,7 @@ class AttentionCaptioner(keras.Model):
         self.hidden_dim = hidden_dim
         self.attention_dim = attention_dim
         self.dropout_rate = dropout
+        self.attention_coverage = attention_coverage
         self.grid_dropout = keras.layers.Dropout(dropout, name="grid_dropout")
         self.annotation = keras.layers.Dense(hidden_dim, activation="relu", name="annotation")
         self.attention_keys = keras.layers.Dense(attention_dim, use_bias=False, name="attention_keys")
@@ -59,11 +63,20 @@ class AttentionCaptioner(keras.Model):
         image = self.encode_image(inputs, training=training)
         states = self.initial_state(image)
         tokens = inputs["tokens"]
-        logits = []
+        logits, weights = [], []
         for t in range(tokens.shape[1]):
-            step_logits, states = self._step(tokens[:, t], states, image, training)
+            step_logits, states, step_weights = self._step(tokens[:, t], states, image, training)
             logits.append(step_logits)
+            weights.append(step_weights)
+        if training and self.attention_coverage > 0:
+            self.add_loss(self.attention_coverage * self._coverage_penalty(tf.stack(weights, axis=1), tokens))
         return tf.stack(logits, axis=1)
+
+    @staticmethod
+    def _coverage_penalty(weights: tf.Tensor, tokens: tf.Tensor) -> tf.Tensor:
+        """mean over images and grid cells of (1 - sum over real positions of attention)^2."""
+        real = tf.cast(tokens != 0, weights.dtype)[:, :, None]  # padding attends to nothing
+        return tf.reduce_mean(tf.square(1.0 - tf.reduce_sum(weights * real, axis=1)))
 
     def encode_image(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
         """The annotations a_i [B, L, H] and their attention keys [B, L, A], computed once."""
@@ -76,7 +89,8 @@ class AttentionCaptioner(keras.Model):
 
     def step(self, tokens: tf.Tensor, states: list[tf.Tensor], image: tuple[tf.Tensor, tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor]]:
         """One decoding step: tokens [B] -> logits [B, vocab] and the new (h, c)."""
-        return self._step(tokens, states, image, training=False)
+        logits, states, _ = self._step(tokens, states, image, training=False)
+        return logits, states
 
     def attend(self, h: tf.Tensor, image: tuple[tf.Tensor, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
         """Context [B, H] and attention weights [B, L] for the query h [B, H]."""
@@ -88,11 +102,11 @@ class AttentionCaptioner(keras.Model):
     def _step(self, tokens, states, image, training: bool):
         h, c = states
         embedded = self.embedding(tokens)
-        context, _ = self.attend(h, image)
+        context, weights = self.attend(h, image)
         context = self.context_gate(h) * context
         h, (h, c) = self.cell(tf.concat([embedded, context], axis=-1), [h, c], training=training)
         out = self.deep_output(tf.concat([h, context], axis=-1)) + embedded
-        return self.logits(self.output_dropout(out, training=training)), [h, c]
+        return self.logits(self.output_dropout(out, training=training)), [h, c], weights
 
     def get_config(self) -> dict:
         return {
@@ -102,4 +116,5 @@ class AttentionCaptioner(keras.Model):
             "hidden_dim": self.hidden_dim,
             "dropout": self.dropout_rate,
             "attention_dim": self.attention_dim,
+            "attention_coverage": self.attention_coverage,
         }

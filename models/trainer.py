@@ -44,10 +44,13 @@ class TrainerConfig:
     hidden_dim: int
     dropout: float
     attention_dim: int
+    attention_coverage: float
     epochs: int
     batch_size: int
     learning_rate: float
     early_stopping_patience: int
+    lr_decay_factor: float
+    lr_decay_min_delta: float
     max_steps: int
     seed: int
     beam_width: int
@@ -69,10 +72,13 @@ def trainer_config(config: Any) -> dict[str, Any]:
             hidden_dim=config.model.hidden_dim,
             dropout=config.model.dropout,
             attention_dim=config.model.attention_dim,
+            attention_coverage=config.model.attention_coverage,
             epochs=config.train.epochs,
             batch_size=config.train.batch_size,
             learning_rate=config.train.learning_rate,
             early_stopping_patience=config.train.early_stopping_patience,
+            lr_decay_factor=config.train.lr_decay_factor,
+            lr_decay_min_delta=config.train.lr_decay_min_delta,
             max_steps=config.train.max_steps,
             seed=config.train.seed,
             beam_width=config.decode.beam_width,
@@ -181,7 +187,9 @@ def build_model(vocab_size: int, cfg: TrainerConfig) -> keras.Model:
     """The configured decoder, compiled for teacher forcing with the masked loss."""
     optimizer = keras.optimizers.Adam(cfg.learning_rate)
     if cfg.architecture == "attention":
-        model = AttentionCaptioner(vocab_size, cfg.embedding_dim, cfg.hidden_dim, cfg.dropout, cfg.attention_dim)
+        model = AttentionCaptioner(
+            vocab_size, cfg.embedding_dim, cfg.hidden_dim, cfg.dropout, cfg.attention_dim, cfg.attention_coverage
+        )
         # Unrolled over every caption position: clip, as is usual for recurrent models.
         optimizer = keras.optimizers.Adam(cfg.learning_rate, clipnorm=5.0)
     else:
@@ -219,6 +227,12 @@ def train(
         ),
         epoch_log,
     ]
+    if cfg.lr_decay_factor < 1.0:
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss", factor=cfg.lr_decay_factor, patience=1, min_delta=cfg.lr_decay_min_delta, verbose=1
+            )
+        )
     started = time.monotonic()
     history = model.fit(train_ds, validation_data=eval_ds, callbacks=callbacks, verbose=0, **fit_args)
     log.info("trained %d epochs in %.1f s", len(history.history["loss"]), time.monotonic() - started)
@@ -263,10 +277,11 @@ class _EpochLog(keras.callbacks.Callback):
         logs = logs or {}
         self.seconds.append(round(time.monotonic() - self._started, 3))
         log.info(
-            "epoch %d: loss %.4f, val_loss %.4f, val_accuracy %.3f (%.1f s)",
+            "epoch %d: loss %.4f, val_loss %.4f, val_accuracy %.3f, learning rate %.2g (%.1f s)",
             epoch + 1,
             logs.get("loss", float("nan")),
             logs.get("val_loss", float("nan")),
             logs.get("val_accuracy", float("nan")),
+            float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
             time.monotonic() - self._started,
         )

@@ -14,6 +14,7 @@ after the first run) and one MLflow run, tagged `sweep` (the sweep's id) and
 `sweep_variant`, so the UI filters and compares them: `tags.sweep = '<id>'`. Sweep runs
 push into `<output root>/sweep/serving`, never into the served model directory, unless
 `--push-to-serving` is given. A failed variant is reported and the sweep goes on.
+`--only NAME` runs some variants; `--sweep-id` adds them to an earlier sweep's comparison.
 """
 
 from __future__ import annotations
@@ -34,8 +35,13 @@ from configs import Config, ConfigError, load_config
 log = logging.getLogger("pipelines.sweep")
 
 
-def load_sweep(path: Path, overrides: dict[str, Any] | None = None) -> tuple[str, list[tuple[str, Config]]]:
-    """(profile, [(variant name, config)]) from a sweep file; every config is checked first."""
+def load_sweep(
+    path: Path, overrides: dict[str, Any] | None = None, only: list[str] | None = None
+) -> tuple[str, list[tuple[str, Config]]]:
+    """(profile, [(variant name, config)]) from a sweep file; every config is checked first.
+
+    `only` keeps the named variants (in the file's order); an unknown name is an error.
+    """
     spec = yaml.safe_load(Path(path).read_text()) or {}
     unknown = set(spec) - {"profile", "variants"}
     if unknown:
@@ -54,6 +60,11 @@ def load_sweep(path: Path, overrides: dict[str, Any] | None = None) -> tuple[str
         except ConfigError as e:
             raise ConfigError(f"{path}: variant {name!r}: {e}") from e
         configs.append((name, config))
+    missing = sorted(set(only or ()) - names)
+    if missing:
+        raise ConfigError(f"{path}: no variant named {', '.join(missing)} (variants: {', '.join(sorted(names))})")
+    if only:
+        configs = [(name, config) for name, config in configs if name in only]
     return profile, configs
 
 
@@ -103,15 +114,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="an override for every variant, e.g. --set train.epochs=2 (repeatable)")
     parser.add_argument("--push-to-serving", action="store_true", help="let blessed variants push to push.base_dir")
+    parser.add_argument("--only", action="append", default=[], metavar="NAME",
+                        help="run only this variant (repeatable)")
+    parser.add_argument("--sweep-id", help="tag the runs with this id, e.g. an earlier sweep's, to compare them together")
     args = parser.parse_args(argv)
     quiet_third_party_noise()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        profile, variants = load_sweep(args.sweep_file, dict(parse_override(o) for o in args.overrides))
+        profile, variants = load_sweep(args.sweep_file, dict(parse_override(o) for o in args.overrides), args.only)
     except (ConfigError, OSError, yaml.YAMLError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    sweep_id = f"{profile}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    sweep_id = args.sweep_id or f"{profile}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     results = run_sweep(variants, sweep_id, args.push_to_serving)
     print(f"\nsweep {sweep_id} ({len(results)} variants); MLflow filter: tags.sweep = '{sweep_id}'")
     keys = ("variant", "status", "bleu_1", "bleu_4", "cider", "best_val_loss", "minutes")
