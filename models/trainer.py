@@ -221,25 +221,31 @@ def train(
         train_ds = train_ds.repeat()
         fit_args = {"epochs": 1, "steps_per_epoch": cfg.max_steps}
     epoch_log = _EpochLog()
-    callbacks = [
-        keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=cfg.early_stopping_patience, restore_best_weights=True
-        ),
-        epoch_log,
-    ]
-    if cfg.lr_decay_factor < 1.0:
-        callbacks.append(
-            keras.callbacks.ReduceLROnPlateau(
-                monitor="val_loss", factor=cfg.lr_decay_factor, patience=1, min_delta=cfg.lr_decay_min_delta, verbose=1
-            )
-        )
     started = time.monotonic()
-    history = model.fit(train_ds, validation_data=eval_ds, callbacks=callbacks, verbose=0, **fit_args)
+    history = model.fit(
+        train_ds, validation_data=eval_ds, callbacks=[*fit_callbacks(cfg), epoch_log], verbose=0, **fit_args
+    )
     log.info("trained %d epochs in %.1f s", len(history.history["loss"]), time.monotonic() - started)
     return model, vocabulary, {
         **{k: [float(v) for v in vals] for k, vals in history.history.items()},
         "epoch_seconds": epoch_log.seconds,
     }
+
+
+def fit_callbacks(cfg: TrainerConfig) -> list[keras.callbacks.Callback]:
+    """Early stopping on eval loss (best weights restored) and, if configured, LR decay."""
+    callbacks: list[keras.callbacks.Callback] = [
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=cfg.early_stopping_patience, restore_best_weights=True
+        )
+    ]
+    if cfg.lr_decay_factor < 1.0:
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss", factor=cfg.lr_decay_factor, patience=1, min_delta=cfg.lr_decay_min_delta
+            )
+        )
+    return callbacks
 
 
 def run_fn(fn_args: Any) -> None:
@@ -272,6 +278,7 @@ class _EpochLog(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._started = time.monotonic()
+        self._learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
@@ -282,6 +289,6 @@ class _EpochLog(keras.callbacks.Callback):
             logs.get("loss", float("nan")),
             logs.get("val_loss", float("nan")),
             logs.get("val_accuracy", float("nan")),
-            float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
+            self._learning_rate,
             time.monotonic() - self._started,
         )

@@ -42,13 +42,8 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory: pytest.TempPathFactory, mlflow_server) -> SmokeRun:
     """Runs the smoke pipeline once for the whole session, recorded in `mlflow_server`."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    from pipelines import local_runner
-
     config = smoke_config(tmp_path_factory.mktemp("smoke_run"), **{"mlflow.tracking_uri": mlflow_server.uri})
-    paths = local_runner.run(config)
-    return SmokeRun(config, paths.pipeline_root, paths.metadata_path, paths.pipeline_run_id, paths.mlflow_run_id)
+    return _run_pipeline(config)
 
 
 @pytest.fixture(scope="session")
@@ -57,10 +52,13 @@ def attention_run(tmp_path_factory: pytest.TempPathFactory) -> SmokeRun:
 
     Recorded in its own sqlite MLflow store under the run's root.
     """
+    return _run_pipeline(smoke_config(tmp_path_factory.mktemp("attention_run"), profile="smoke_attention"))
+
+
+def _run_pipeline(config: Config) -> SmokeRun:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     warnings.filterwarnings("ignore", category=FutureWarning)
     from pipelines import local_runner
 
-    config = smoke_config(tmp_path_factory.mktemp("attention_run"), profile="smoke_attention")
     paths = local_runner.run(config)
     return SmokeRun(config, paths.pipeline_root, paths.metadata_path, paths.pipeline_run_id, paths.mlflow_run_id)

@@ -101,7 +101,7 @@ def test_a_one_step_model_is_not_blessed_and_the_reason_says_why(smoke_run, bad_
     assert (Path(blessing.uri) / "NOT_BLESSED").is_file()
     assert not (Path(blessing.uri) / "BLESSED").exists()
     reason = prop(blessing, "reason")
-    assert "< min_bleu_4 0.50 (short by " in reason, reason
+    assert "< min_bleu_4 0.5000 (short by " in reason, reason
     # The smoke model, blessed before, is the baseline the bad model fell behind.
     assert prop(blessing, "baseline_model_id") == newest(smoke_run.metadata_path, "Model").id
     assert "below the blessed baseline" in reason, reason

@@ -17,7 +17,7 @@ def test_a_good_model_without_baseline_is_blessed_and_the_reason_gives_the_numbe
     decision = decide(scores(0.85, 0.95), THRESHOLDS)
     assert decision.blessed and decision.failures == ()
     assert decision.reason == (
-        "blessed: bleu_4 0.85 >= min_bleu_4 0.50; bleu_1 0.95 >= min_bleu_1 0.70; "
+        "blessed: bleu_4 0.8500 >= min_bleu_4 0.5000; bleu_1 0.9500 >= min_bleu_1 0.7000; "
         "no blessed baseline yet, so no regression check"
     )
 
@@ -25,31 +25,31 @@ def test_a_good_model_without_baseline_is_blessed_and_the_reason_gives_the_numbe
 def test_below_min_bleu_4_names_the_threshold_and_the_shortfall():
     decision = decide(scores(0.31), THRESHOLDS)
     assert not decision.blessed
-    assert decision.failures == ("bleu_4 0.31 < min_bleu_4 0.50 (short by 0.19)",)
-    assert decision.reason == "not blessed: bleu_4 0.31 < min_bleu_4 0.50 (short by 0.19)"
+    assert decision.failures == ("bleu_4 0.3100 < min_bleu_4 0.5000 (short by 0.1900)",)
+    assert decision.reason == "not blessed: bleu_4 0.3100 < min_bleu_4 0.5000 (short by 0.1900)"
 
 
 def test_every_failed_threshold_is_named():
     decision = decide(scores(0.10, 0.40), THRESHOLDS, baseline=scores(0.62))
     assert not decision.blessed
     assert decision.failures == (
-        "bleu_4 0.10 < min_bleu_4 0.50 (short by 0.40)",
-        "bleu_1 0.40 < min_bleu_1 0.70 (short by 0.30)",
-        "bleu_4 0.10 dropped 0.52 below the blessed baseline 0.62 (tolerance 0.02)",
+        "bleu_4 0.1000 < min_bleu_4 0.5000 (short by 0.4000)",
+        "bleu_1 0.4000 < min_bleu_1 0.7000 (short by 0.3000)",
+        "bleu_4 0.1000 dropped 0.5200 below the blessed baseline 0.6200 (tolerance 0.0200)",
     )
 
 
 def test_a_drop_beyond_the_tolerance_fails_even_above_the_minimums():
     decision = decide(scores(0.57), THRESHOLDS, baseline=scores(0.62))
     assert not decision.blessed
-    assert decision.reason == "not blessed: bleu_4 0.57 dropped 0.05 below the blessed baseline 0.62 (tolerance 0.02)"
+    assert decision.reason == "not blessed: bleu_4 0.5700 dropped 0.0500 below the blessed baseline 0.6200 (tolerance 0.0200)"
 
 
 @pytest.mark.parametrize("bleu_4", [0.60, 0.61, 0.62, 0.70])
 def test_a_drop_within_the_tolerance_or_a_gain_passes(bleu_4):
     decision = decide(scores(bleu_4), THRESHOLDS, baseline=scores(0.62))
     assert decision.blessed, decision.reason
-    assert "against the blessed baseline 0.62 (tolerance 0.02)" in decision.reason
+    assert "against the blessed baseline 0.6200 (tolerance 0.0200)" in decision.reason
 
 
 def test_exactly_at_the_thresholds_passes_despite_float_noise():
@@ -58,7 +58,9 @@ def test_exactly_at_the_thresholds_passes_despite_float_noise():
     assert decide(scores(0.50, 0.70), THRESHOLDS).blessed
 
 
-def test_close_values_get_enough_decimals_to_tell_them_apart():
+def test_scores_read_with_four_decimals_so_close_values_stay_apart():
+    # A BLEU-1 of 0.6155 must not read as a 0.62 target met.
+    assert "bleu_1 0.6155 >= min_bleu_1 0.5800" in decide(scores(0.9, 0.6155), Thresholds(0.5, 0.58, 0.02)).reason
     decision = decide(scores(0.4996), THRESHOLDS)
     assert decision.failures == ("bleu_4 0.4996 < min_bleu_4 0.5000 (short by 0.0004)",)
     decision = decide(scores(0.8601), THRESHOLDS, baseline=scores(0.8802))

@@ -27,6 +27,17 @@ def test_the_shipped_sweep_loads_and_varies_what_it_says():
     assert by_name["attention-min_count3"].text.min_count == 3
     assert by_name["attention-hidden256"].model.hidden_dim == 256
     assert by_name["attention"].model.hidden_dim != 256
+    assert by_name["attention-lr_decay"].train.lr_decay_factor == 0.5
+    assert by_name["attention-coverage"].model.attention_coverage == 1.0
+    assert by_name["attention"].train.lr_decay_factor == 1.0
+
+
+def test_only_keeps_the_named_variants_and_refuses_unknown_names(tmp_path):
+    path = write(tmp_path, "profile: smoke\nvariants:\n  - {name: a}\n  - {name: b}\n  - {name: c}\n")
+    _, variants = sweep.load_sweep(path, only=["c", "a"])
+    assert [name for name, _ in variants] == ["a", "c"]
+    with pytest.raises(ConfigError, match="no variant named d"):
+        sweep.load_sweep(path, only=["a", "d"])
 
 
 @pytest.mark.parametrize(

@@ -77,10 +77,6 @@ def decide(
     return Decision(True, "blessed: " + "; ".join(passes))
 
 
-def _fmt(a: float, b: float, *others: float) -> tuple[str, ...]:
-    """All values with 2 decimals, or more when 2 would print the compared `a` and `b` alike."""
-    for digits in range(2, 7):
-        ta, tb = f"{a:.{digits}f}", f"{b:.{digits}f}"
-        if ta != tb or a == b:
-            break
-    return tuple(f"{v:.{digits}f}" for v in (a, b, *others))
+def _fmt(*values: float) -> tuple[str, ...]:
+    """4 decimals, as metrics.json and the README give scores: 0.6155 must not read 0.62."""
+    return tuple(f"{v:.4f}" for v in values)
