@@ -34,14 +34,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from components.bleu_evaluator.bleu import corpus_bleu_scores
     from components.bleu_evaluator.cider import corpus_cider
-    from components.transform import text
     from components.transform.vocabulary import load_vocabulary
     from configs import load_config
     from data.layout import scan_layout
     from models.backbones import get_backbone
     from models.decoding import beam_search_decode, greedy_decode
-    from models.export import image_input
-    from models.images import decode_images
+    from models.export import CaptionPipeline, DecodeSettings
     from models.trainer import TrainerConfig, build_model, trainer_config
 
     config = load_config(args.profile)
@@ -57,18 +55,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit:
         records = records[: args.limit]
 
-    feature_model = backbone.build_feature_model()
+    # The export's own image and text paths; only the decoding settings vary below.
+    settings = DecodeSettings(cfg.max_length, cfg.beam_width, cfg.length_penalty, cfg.default_decoder)
+    pipeline = CaptionPipeline(backbone.build_feature_model(), captioner, vocabulary, backbone.image_size, settings)
     started = time.monotonic()
-    inputs: dict[str, list] = {name: [] for name in captioner.image_inputs}
-    for i in range(0, len(records), 32):
-        encoded = tf.constant([Path(r.path).read_bytes() for r in records[i : i + 32]])
-        out = feature_model(decode_images(encoded, backbone.image_size))
-        for name in inputs:
-            inputs[name].append(image_input(out, name))
-    inputs = {name: tf.concat(parts, axis=0) for name, parts in inputs.items()}
+    parts = [
+        pipeline.features(tf.constant([Path(r.path).read_bytes() for r in records[i : i + 32]]))
+        for i in range(0, len(records), 32)
+    ]
+    inputs = {name: tf.concat([p[name] for p in parts], axis=0) for name in captioner.image_inputs}
     logging.info("features of %d images in %.1f s", len(records), time.monotonic() - started)
 
-    ids = {"start_id": vocabulary.index(text.START), "end_id": vocabulary.index(text.END), "pad_id": 0}
+    ids = pipeline.ids
     references = {r.image_id: list(r.captions) for r in records}
     rows = []
     for width in args.widths:
@@ -82,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             hypotheses = {}
             for i in range(0, len(records), 100):
                 batch = {name: t[i : i + 100] for name, t in inputs.items()}
-                for record, row in zip(records[i : i + 100], fn(batch).numpy()):
-                    hypotheses[record.image_id] = _words(row, vocabulary, ids)
+                for record, caption in zip(records[i : i + 100], pipeline.to_text(fn(batch)).numpy()):
+                    hypotheses[record.image_id] = caption.decode()
             scores = corpus_bleu_scores(hypotheses, references)
             row = {
                 "beam_width": width,
@@ -122,16 +120,6 @@ def _load_decoder(captioner, export_dir: str):
     for target, source in zip(mine, saved):
         target.assign(source)
     return captioner
-
-
-def _words(row, vocabulary: list[str], ids: dict[str, int]) -> str:
-    words = []
-    for token in row:
-        if token in (ids["end_id"], ids["pad_id"]):
-            break
-        if token != ids["start_id"]:
-            words.append(vocabulary[token])
-    return " ".join(words)
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             if decoder not in loaded.signatures:
                 logging.info("%s has no %s signature; skipped", name, decoder)
                 continue
-            captioner = evaluate.signature_captioner(export_dir, decoder)
+            captioner = evaluate.signature_captioner(loaded, decoder)
             result = evaluate.evaluate(iter(batches), captioner, len(records), name=f"{name}/{decoder}", wordnet=wordnet)
             latencies = _latency_ms(captioner, [b for batch in batches for b in batch.images][: args.latency_images])
             m = result.metrics

@@ -20,6 +20,7 @@ import glob
 import logging
 import os
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import tensorflow as tf
@@ -89,13 +90,16 @@ def read_batches(files: Sequence[str], batch_size: int) -> Iterator[Batch]:
         )
 
 
-def signature_captioner(export_dir: str, signature: str) -> Captioner:
-    """A Captioner that calls `signature` of the SavedModel in `export_dir`."""
-    loaded = tf.saved_model.load(export_dir)
+def signature_captioner(export_dir: str | Any, signature: str) -> Captioner:
+    """A Captioner that calls `signature` of the SavedModel in `export_dir`.
+
+    `export_dir` may also be an already loaded SavedModel, so one load serves every signature.
+    """
+    from_path = isinstance(export_dir, (str, Path))
+    loaded = tf.saved_model.load(str(export_dir)) if from_path else export_dir
     if signature not in loaded.signatures:
-        raise KeyError(
-            f"{export_dir} has no signature {signature!r}; it has {', '.join(sorted(loaded.signatures))}"
-        )
+        where = export_dir if from_path else "the SavedModel"
+        raise KeyError(f"{where} has no signature {signature!r}; it has {', '.join(sorted(loaded.signatures))}")
     fn = loaded.signatures[signature]
 
     def caption(images: Sequence[bytes]) -> list[str]:
