@@ -75,6 +75,14 @@ def test_run_finished_with_config_data_counts_vocabulary_and_backbone(smoke_run,
     assert (params["images.skipped"], params["caption_lines.skipped"]) == ("0", "0")
 
 
+def test_run_times_are_the_pipeline_runs_not_the_loggings(smoke_run, run, client):
+    history = json.loads((mlmd.latest_uri(smoke_run.metadata_path, "ModelRun") / "history.json").read_text())
+    trainer = mlmd.executions(smoke_run.metadata_path, "Trainer")[-1]
+    # The run spans the pipeline: it starts before training and lasts at least as long.
+    assert run.info.start_time <= trainer.create_time_since_epoch
+    assert run.info.end_time - run.info.start_time >= 1000 * sum(history["epoch_seconds"])
+
+
 def test_run_has_loss_curves_per_epoch_and_the_evaluator_bleu(smoke_run, run, client):
     history = json.loads((mlmd.latest_uri(smoke_run.metadata_path, "ModelRun") / "history.json").read_text())
     for key in ("loss", "val_loss"):

@@ -79,11 +79,13 @@ def track_pipeline_run(
     Returns `(pipeline run id, MLflow run id)`. On a failed run (`error` given), a failure
     to log is itself only logged, so the pipeline's own error is the one the caller sees.
     """
+    finished_at = time.time()
     try:
         record = record_pipeline_run(metadata_path, config.pipeline.name, since_ms=int(started_at * 1000) - 1000)
         status = "FAILED" if error is not None else "FINISHED"
         message = None if error is None else f"{type(error).__name__}: {error}"
-        return record.run_id, log_pipeline_run(config, record, data_hash, status, message)
+        span = (started_at, finished_at)
+        return record.run_id, log_pipeline_run(config, record, data_hash, status, message, span)
     except Exception:
         if error is None:
             raise
@@ -92,9 +94,18 @@ def track_pipeline_run(
 
 
 def log_pipeline_run(
-    config: Config, record: RunRecord, data_hash: str | None, status: str, error: str | None = None
+    config: Config,
+    record: RunRecord,
+    data_hash: str | None,
+    status: str,
+    error: str | None = None,
+    span: tuple[float, float] | None = None,
 ) -> str:
-    """Log `record` as one MLflow run with the final `status` (FINISHED or FAILED); its id."""
+    """Log `record` as one MLflow run with the final `status` (FINISHED or FAILED); its id.
+
+    `span`: the pipeline run's (start, end) in epoch seconds, so the UI's start time and
+    duration are the pipeline's, not those of the few seconds of logging.
+    """
     import mlflow
 
     started = time.monotonic()
@@ -103,11 +114,15 @@ def log_pipeline_run(
         run_name = f"{config.pipeline.name} {record.run_id or 'not started'}"
         with tempfile.TemporaryDirectory(prefix="mlflow-run-") as tmp:
             logger = _RunLogger(config, record, Path(tmp))
-            run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name)
+            client = mlflow.MlflowClient()
+            start_ms = int(span[0] * 1000) if span else None
+            run = mlflow.start_run(client.create_run(experiment_id, start_time=start_ms, run_name=run_name).info.run_id)
             try:
                 logger.log_all(data_hash, status, error)
             finally:
                 mlflow.end_run(status=status)
+                if span:
+                    client.set_terminated(run.info.run_id, status, end_time=int(span[1] * 1000))
     log.info(
         "MLflow run %s (%s) of pipeline run %s logged to %s in %.1f s",
         run.info.run_id, status, record.run_id, config.mlflow_tracking_uri, time.monotonic() - started,
