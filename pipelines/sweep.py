@@ -9,11 +9,13 @@ sweep file names a profile and a list of variants, each a name and config overri
       - {name: attention-h256, set: {model.hidden_dim: 256}}
 
 Every variant is an ordinary pipeline run of that profile with those overrides (the same
-pipeline root and ML Metadata, so ingestion, validation and features come from TFX's cache
-after the first run) and one MLflow run, tagged `sweep` (the sweep's id) and
+pipeline root, ML Metadata and sweep lineage, so ingestion, validation and features come
+from TFX's cache after the first variant of the first sweep) and one MLflow run, tagged `sweep` (the sweep's id) and
 `sweep_variant`, so the UI filters and compares them: `tags.sweep = '<id>'`. Sweep runs
-push into `<output root>/sweep/serving`, never into the served model directory, unless
-`--push-to-serving` is given. A failed variant is reported and the sweep goes on.
+stay out of production unless `--push-to-serving` is given: their own pipeline lineage
+(`<name>-sweep`, so the gate never compares a production run with a sweep model), pushes
+into `<output root>/sweep/serving` and registry name `<registered model>-sweep`. A failed
+variant is reported and the sweep goes on.
 `--only NAME` runs some variants; `--sweep-id` adds them to an earlier sweep's comparison.
 """
 
@@ -68,10 +70,21 @@ def load_sweep(
     return profile, configs
 
 
-def away_from_serving(config: Config) -> Config:
-    """The config with pushes going to `<output root>/sweep/serving`."""
-    sweep_push = dataclasses.replace(config.push, base_dir=str(config.output_root / "sweep" / "serving"))
-    return dataclasses.replace(config, push=sweep_push)
+def away_from_production(config: Config) -> Config:
+    """The config of a sweep run: its own lineage, push dir and registry name.
+
+    Pushes go to `<output root>/sweep/serving`; the pipeline is named `<name>-sweep`, so the
+    gate compares variants with earlier sweep models, never with the served lineage, and a
+    later production run is not compared with a sweep model; blessed variants register as
+    `<registered model>-sweep`, so the `production` alias keeps pointing at the served model.
+    Variants share one cache (ingestion and features run once per sweep lineage).
+    """
+    return dataclasses.replace(
+        config,
+        pipeline=dataclasses.replace(config.pipeline, name=f"{config.pipeline.name}-sweep"),
+        push=dataclasses.replace(config.push, base_dir=str(config.output_root / "sweep" / "serving")),
+        mlflow=dataclasses.replace(config.mlflow, registered_model=f"{config.mlflow.registered_model}-sweep"),
+    )
 
 
 def run_sweep(variants: list[tuple[str, Config]], sweep_id: str, push_to_serving: bool = False) -> list[dict[str, Any]]:
@@ -83,7 +96,7 @@ def run_sweep(variants: list[tuple[str, Config]], sweep_id: str, push_to_serving
     results = []
     for i, (name, config) in enumerate(variants, start=1):
         if not push_to_serving:
-            config = away_from_serving(config)
+            config = away_from_production(config)
         log.info("sweep %s: variant %d/%d %r", sweep_id, i, len(variants), name)
         started = time.monotonic()
         result: dict[str, Any] = {"variant": name}

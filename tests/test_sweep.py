@@ -55,11 +55,15 @@ def test_a_bad_sweep_file_fails_before_any_run_naming_the_problem(tmp_path, text
     assert named in str(error.value)
 
 
-def test_sweep_runs_push_away_from_the_served_models(tmp_path):
+def test_sweep_runs_stay_out_of_the_production_lineage_pushes_and_registry(tmp_path):
     _, [(_, config)] = sweep.load_sweep(write(tmp_path, "profile: smoke\nvariants:\n  - {name: a}\n"))
-    moved = sweep.away_from_serving(config)
+    moved = sweep.away_from_production(config)
     assert Path(moved.push.base_dir) == config.output_root / "sweep" / "serving"
     assert moved.push_dir != config.push_dir and moved.model == config.model
+    # Its own lineage: the gate's baseline is never a sweep model for production runs.
+    assert moved.pipeline.name == f"{config.pipeline.name}-sweep"
+    assert moved.mlflow.registered_model == f"{config.mlflow.registered_model}-sweep"
+    assert moved.output_root == config.output_root and moved.mlflow_tracking_uri == config.mlflow_tracking_uri
 
 
 @pytest.mark.e2e
@@ -101,3 +105,5 @@ def test_a_smoke_sweep_gives_one_tagged_mlflow_run_per_variant_and_computes_feat
     states = [e.last_known_state for e in mlmd.executions(root / "metadata.db", "FeatureExtractor")]
     assert states == [metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED]
     assert not (root / "serving" / "captioner").exists()  # nothing reached the served models
+    client = mlflow.MlflowClient()
+    assert client.search_registered_models(f"name = '{variants[0][1].mlflow.registered_model}'") == []
