@@ -10,8 +10,9 @@ sweep file names a profile and a list of variants, each a name and config overri
 
 Every variant is an ordinary pipeline run of that profile with those overrides (the same
 pipeline root, ML Metadata and sweep lineage, so ingestion, validation and features come
-from TFX's cache after the first variant of the first sweep) and one MLflow run, tagged `sweep` (the sweep's id) and
-`sweep_variant`, so the UI filters and compares them: `tags.sweep = '<id>'`. Sweep runs
+from TFX's cache after the first variant of the first sweep) and one MLflow run, tagged
+`sweep` (the sweep's id) and `sweep_variant`, so the UI filters and compares them:
+`tags.sweep = '<id>'`. Sweep runs
 stay out of production unless `--push-to-serving` is given: their own pipeline lineage
 (`<name>-sweep`, so the gate never compares a production run with a sweep model), pushes
 into `<output root>/sweep/serving` and registry name `<registered model>-sweep`. A failed
