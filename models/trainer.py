@@ -24,6 +24,7 @@ from components.transform.vocabulary import load_vocabulary
 from models.attention import AttentionCaptioner
 from models.backbones import get_backbone
 from models.decoder import MergeCaptioner
+from models.epoch_bleu import EpochBleu, references_by_image
 from models.export import DecodeSettings, export_serving_model
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class TrainerConfig:
     early_stopping_patience: int
     lr_decay_factor: float
     lr_decay_min_delta: float
+    select_by: str
     max_steps: int
     seed: int
     beam_width: int
@@ -79,6 +81,7 @@ def trainer_config(config: Any) -> dict[str, Any]:
             early_stopping_patience=config.train.early_stopping_patience,
             lr_decay_factor=config.train.lr_decay_factor,
             lr_decay_min_delta=config.train.lr_decay_min_delta,
+            select_by=config.train.select_by,
             max_steps=config.train.max_steps,
             seed=config.train.seed,
             beam_width=config.decode.beam_width,
@@ -154,21 +157,12 @@ def load_caption_rows(
     )
 
 
-def caption_dataset(
-    file_pattern: list[str] | str,
-    feature_spec: dict[str, Any],
-    max_length: int,
-    batch_size: int,
-    shuffle_seed: int | None,
-    image_inputs: tuple[str, ...] = ("image_features",),
-    grid_shape: tuple[int, int, int] | None = None,
-) -> tf.data.Dataset:
+def caption_dataset(rows: CaptionRows, batch_size: int, shuffle_seed: int | None) -> tf.data.Dataset:
     """({image inputs, tokens[:-1]}, tokens[1:], mask) batches, one row per caption.
 
     The mask is the masked loss: padding after <end> carries no weight. Image arrays are
     gathered per batch, so they sit in memory once, not once per caption.
     """
-    rows = load_caption_rows(file_pattern, feature_spec, max_length, image_inputs, grid_shape)
     images = {name: tf.constant(array) for name, array in rows.images.items()}
     ds = tf.data.Dataset.from_tensor_slices((rows.image_index, rows.captions))
     if shuffle_seed is not None:
@@ -208,22 +202,29 @@ def train(
     tft_output: tft.TFTransformOutput,
     cfg: TrainerConfig,
 ) -> tuple[keras.Model, list[str], dict[str, list[float]]]:
-    """Fit the decoder; returns the model (best eval-loss weights), vocabulary and history."""
+    """Fit the decoder; returns the model (the best epoch's weights), vocabulary and history."""
     keras.utils.set_random_seed(cfg.seed)
     vocabulary = load_vocabulary(tft_output)
     spec = tft_output.transformed_feature_spec()
     model = build_model(len(vocabulary), cfg)
     image_args = {"image_inputs": model.image_inputs, "grid_shape": get_backbone(cfg.backbone, weights=None).grid_shape}
-    train_ds = caption_dataset(train_files, spec, cfg.max_length, cfg.batch_size, shuffle_seed=cfg.seed, **image_args)
-    eval_ds = caption_dataset(eval_files, spec, cfg.max_length, cfg.batch_size, shuffle_seed=None, **image_args)
+    eval_rows = load_caption_rows(eval_files, spec, cfg.max_length, **image_args)
+    train_rows = load_caption_rows(train_files, spec, cfg.max_length, **image_args)
+    train_ds = caption_dataset(train_rows, cfg.batch_size, shuffle_seed=cfg.seed)
+    eval_ds = caption_dataset(eval_rows, cfg.batch_size, shuffle_seed=None)
+    del train_rows  # the dataset holds the arrays
     fit_args: dict[str, Any] = {"epochs": cfg.epochs}
     if cfg.max_steps > 0:  # a capped run, e.g. a deliberately undertrained model
         train_ds = train_ds.repeat()
         fit_args = {"epochs": 1, "steps_per_epoch": cfg.max_steps}
+    epoch_bleu = None
+    if cfg.select_by != "val_loss":
+        references = references_by_image(eval_rows.image_index, eval_rows.captions, vocabulary)
+        epoch_bleu = EpochBleu(eval_rows.images, references, vocabulary, cfg.max_length)
     epoch_log = _EpochLog()
     started = time.monotonic()
     history = model.fit(
-        train_ds, validation_data=eval_ds, callbacks=[*fit_callbacks(cfg), epoch_log], verbose=0, **fit_args
+        train_ds, validation_data=eval_ds, callbacks=[*fit_callbacks(cfg, epoch_bleu), epoch_log], verbose=0, **fit_args
     )
     log.info("trained %d epochs in %.1f s", len(history.history["loss"]), time.monotonic() - started)
     return model, vocabulary, {
@@ -232,13 +233,21 @@ def train(
     }
 
 
-def fit_callbacks(cfg: TrainerConfig) -> list[keras.callbacks.Callback]:
-    """Early stopping on eval loss (best weights restored) and, if configured, LR decay."""
-    callbacks: list[keras.callbacks.Callback] = [
+def fit_callbacks(cfg: TrainerConfig, epoch_bleu: keras.callbacks.Callback | None = None) -> list[keras.callbacks.Callback]:
+    """Early stopping (best weights restored) on eval loss or, with `select_by` a BLEU score,
+    on that greedy eval BLEU from `epoch_bleu`; and, if configured, LR decay on eval loss."""
+    if cfg.select_by == "val_loss":
+        callbacks: list[keras.callbacks.Callback] = []
+        monitor, mode = "val_loss", "min"
+    elif epoch_bleu is None:
+        raise ValueError(f"train.select_by {cfg.select_by!r} needs the EpochBleu callback")
+    else:
+        callbacks, monitor, mode = [epoch_bleu], f"val_{cfg.select_by}", "max"
+    callbacks.append(
         keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=cfg.early_stopping_patience, restore_best_weights=True
+            monitor=monitor, mode=mode, patience=cfg.early_stopping_patience, restore_best_weights=True
         )
-    ]
+    )
     if cfg.lr_decay_factor < 1.0:
         callbacks.append(
             keras.callbacks.ReduceLROnPlateau(

@@ -53,7 +53,8 @@ STATISTICS_FILE = "FeatureStats.pb"  # StatisticsGen, under Split-<name>/
 HISTORY_FILE = "history.json"  # Trainer's ModelRun (models/trainer.py)
 METRICS_FILE = "metrics.json"  # BleuEvaluator's CaptionEvaluation
 PREDICTIONS_FILE = "predictions.jsonl"
-HISTORY_METRICS = ("loss", "val_loss", "accuracy", "val_accuracy", "epoch_seconds")
+HISTORY_METRICS = ("loss", "val_loss", "accuracy", "val_accuracy", "epoch_seconds",
+                   "val_bleu_1", "val_bleu_2", "val_bleu_3", "val_bleu_4")  # BLEU: train.select_by
 EVAL_METRICS = {"bleu_1": "bleu_1", "bleu_2": "bleu_2", "bleu_3": "bleu_3", "bleu_4": "bleu_4",
                 "cider": "cider", "meteor": "meteor", "num_images": "eval_num_images", "seconds": "eval_seconds"}
 
