@@ -50,6 +50,16 @@ def test_learning_curve_without_accuracy_has_one_panel(tmp_path):
         assert image.format == "PNG"
 
 
+def test_learning_curve_gets_a_bleu_panel_when_epochs_were_scored(tmp_path):
+    """figsize is 5.5 inches a panel: three panels with select_by BLEU, two without."""
+    scored = {**HISTORY, "val_bleu_1": [0.5, 0.6], "val_bleu_4": [0.1, 0.15]}
+    widths = []
+    for name, history in (("two.png", HISTORY), ("three.png", scored)):
+        with Image.open(report.learning_curve_png(history, tmp_path / name)) as image:
+            widths.append(image.width)
+    assert widths[1] == pytest.approx(widths[0] * 3 / 2, abs=2)
+
+
 def test_learning_curve_refuses_an_empty_history(tmp_path):
     with pytest.raises(ValueError, match="history has none"):
         report.learning_curve_png({"lr": [0.1]}, tmp_path / "c.png")

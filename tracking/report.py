@@ -16,8 +16,13 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-# Keras history keys drawn on the learning curve, as (train, eval) pairs, one panel each.
-CURVES = (("loss", "val_loss"), ("accuracy", "val_accuracy"))
+# The learning curve's panels: (y label, ((history key, legend), ...)); a panel is drawn
+# when the history has any of its keys (BLEU only with train.select_by a BLEU score).
+CURVES = (
+    ("loss", (("loss", "train"), ("val_loss", "eval"))),
+    ("accuracy", (("accuracy", "train"), ("val_accuracy", "eval"))),
+    ("greedy eval BLEU", (("val_bleu_1", "BLEU-1"), ("val_bleu_4", "BLEU-4"))),
+)
 
 STAT_COLUMNS = (
     "split", "feature", "type", "count", "missing", "min", "max", "mean", "std_dev",
@@ -28,23 +33,24 @@ STAT_COLUMNS = (
 # --- learning curve ---------------------------------------------------------------------
 
 def learning_curve_png(history: Mapping[str, Sequence[float]], path: Path, title: str = "") -> Path:
-    """Train and eval loss (and accuracy, when recorded) per epoch, as a PNG."""
+    """Train and eval loss (and accuracy and greedy eval BLEU, when recorded) per epoch, as a PNG."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    panels = [(t, v) for t, v in CURVES if history.get(t) or history.get(v)]
+    panels = [(label, lines) for label, lines in CURVES if any(history.get(key) for key, _ in lines)]
     if not panels:
-        raise ValueError(f"history has none of {[k for pair in CURVES for k in pair]}: {sorted(history)}")
+        known = [key for _, lines in CURVES for key, _ in lines]
+        raise ValueError(f"history has none of {known}: {sorted(history)}")
     fig = Figure(figsize=(5.5 * len(panels), 4), dpi=100)
     FigureCanvasAgg(fig)  # the Agg canvas, without touching pyplot's global backend
-    for i, (train_key, eval_key) in enumerate(panels, start=1):
+    for i, (y_label, lines) in enumerate(panels, start=1):
         ax = fig.add_subplot(1, len(panels), i)
-        for key, label in ((train_key, "train"), (eval_key, "eval")):
+        for key, label in lines:
             values = list(history.get(key) or [])
             if values:
                 ax.plot(range(1, len(values) + 1), values, marker="o", markersize=3, label=f"{label} ({key})")
         ax.set_xlabel("epoch")
-        ax.set_ylabel(train_key)
+        ax.set_ylabel(y_label)
         ax.grid(True, alpha=0.3)
         ax.legend()
     if title:
