@@ -78,6 +78,10 @@ def test_a_smoke_sweep_gives_one_tagged_mlflow_run_per_variant_and_computes_feat
         "data.data_dir": str(root / "data" / "synthetic"),
         "push.base_dir": str(root / "serving" / "captioner"),
         "train.epochs": 3,
+        # Blessed whatever they score, so the sweep pushes and registers (away from production).
+        "gate.min_bleu_4": 0.0,
+        "gate.min_bleu_1": 0.0,
+        "gate.max_bleu_4_drop": 1.0,
     }
     sweep_file = write(
         tmp_path,
@@ -107,3 +111,13 @@ def test_a_smoke_sweep_gives_one_tagged_mlflow_run_per_variant_and_computes_feat
     assert not (root / "serving" / "captioner").exists()  # nothing reached the served models
     client = mlflow.MlflowClient()
     assert client.search_registered_models(f"name = '{variants[0][1].mlflow.registered_model}'") == []
+    # `make lineage VERSION=1` is about the served models: the sweep's own version 1 (same
+    # metadata store) is not taken for it.
+    from tracking import lineage
+
+    assert (root / "sweep" / "serving" / "1").is_dir()
+    with pytest.raises(lineage.VersionNotFound) as error:
+        lineage.read_mlmd_lineage(root / "metadata.db", 1, variants[0][1].pipeline.name)
+    assert error.value.pushed == []
+    swept = lineage.read_mlmd_lineage(root / "metadata.db", 1, f"{variants[0][1].pipeline.name}-sweep")
+    assert swept.pushed_destination == str(root / "sweep" / "serving" / "1")

@@ -126,12 +126,18 @@ def pushed_models(store: _Store) -> list:
     return sorted((a for a in live if _properties(a).get("pushed") == 1), key=lambda a: a.id)
 
 
-def read_mlmd_lineage(metadata_path: Path, version: int) -> Lineage:
-    """The ML Metadata half of the lineage of pushed `version`; VersionNotFound if none."""
+def read_mlmd_lineage(metadata_path: Path, version: int, pipeline_name: str | None = None) -> Lineage:
+    """The ML Metadata half of the lineage of pushed `version`; VersionNotFound if none.
+
+    With `pipeline_name`, only that pipeline's pushes count: a sweep (`<name>-sweep`)
+    shares the metadata store and numbers its own pushes from 1 too.
+    """
     if not Path(metadata_path).is_file():
         raise VersionNotFound(version, [], metadata_path)
     store = _Store(metadata_path)
     pushed = pushed_models(store)
+    if pipeline_name is not None:
+        pushed = [a for a in pushed if pipeline_name in _pusher_pipelines(store, a)]
     matches = [a for a in pushed if _properties(a).get("pushed_version") == version]
     if not matches:
         versions = sorted({int(v) for a in pushed if (v := _properties(a).get("pushed_version")) is not None})
@@ -181,6 +187,12 @@ def read_mlmd_lineage(metadata_path: Path, version: int) -> Lineage:
     )
 
 
+def _pusher_pipelines(store: _Store, artifact: Any) -> list[str]:
+    """Names of the pipelines whose pusher produced `artifact`."""
+    pusher = store.producer(artifact.id)
+    return store.contexts(pusher.id, PIPELINE_CONTEXT) if pusher is not None else []
+
+
 def add_mlflow(lineage: Lineage, tracking_uri: str, experiment: str) -> Lineage:
     """The MLflow run that recorded the lineage's pipeline run: profile, key params, BLEU."""
     from mlflow import MlflowClient
@@ -210,7 +222,7 @@ def add_mlflow(lineage: Lineage, tracking_uri: str, experiment: str) -> Lineage:
 
 def lineage(config: Config, version: int) -> Lineage:
     """The lineage of pushed model `version` of `config`'s pipeline (ML Metadata + MLflow)."""
-    found = read_mlmd_lineage(config.output_root / "metadata.db", version)
+    found = read_mlmd_lineage(config.output_root / "metadata.db", version, config.pipeline.name)
     return add_mlflow(found, config.mlflow_tracking_uri, config.mlflow.experiment)
 
 
