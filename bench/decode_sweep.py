@@ -1,7 +1,7 @@
 """Beam width and length penalty of one trained model, scored side by side on a split.
 
 Run `python -m bench.decode_sweep --model DIR --transform-graph DIR --profile flickr8k_lite0
-[--widths 1,3,5] [--penalties 0,0.7,1.0,1.3]`. DIR: a Trainer's serving SavedModel and
+[--widths 1,3,5] [--penalties 0,0.7,1.0,1.3] [--no-repeat-ngram 0,2,3]`. DIR: a Trainer's serving SavedModel and
 the Transform graph of the same run. Decoding settings do not change training, so rather
 than retraining per setting, the decoder's weights are read back from the SavedModel into
 the same Keras decoder class (checked variable by variable, by order and shape), the
@@ -69,31 +69,39 @@ def main(argv: list[str] | None = None) -> int:
     ids = pipeline.ids
     references = {r.image_id: list(r.captions) for r in records}
     rows = []
-    for width in args.widths:
-        for penalty in args.penalties if width > 1 else [0.0]:
-            if width == 1:
-                fn = tf.function(lambda x: greedy_decode(captioner, x, max_length=cfg.max_length, **ids)[0])
-            else:
-                fn = tf.function(lambda x, w=width, p=penalty: beam_search_decode(
-                    captioner, x, max_length=cfg.max_length, beam_width=w, length_penalty=p, **ids)[0][:, 0])
-            started = time.monotonic()
-            hypotheses = {}
-            for i in range(0, len(records), 100):
-                batch = {name: t[i : i + 100] for name, t in inputs.items()}
-                for record, caption in zip(records[i : i + 100], pipeline.to_text(fn(batch)).numpy()):
-                    hypotheses[record.image_id] = caption.decode()
-            scores = corpus_bleu_scores(hypotheses, references)
-            row = {
-                "beam_width": width,
-                "length_penalty": penalty,
-                **{k: round(v, 4) for k, v in scores.items()},
-                "cider": round(corpus_cider(hypotheses, references), 4),
-                "mean_words": round(sum(len(h.split()) for h in hypotheses.values()) / len(hypotheses), 2),
-                "seconds": round(time.monotonic() - started, 1),
-            }
-            rows.append(row)
-            logging.info("%s", row)
-    keys = ("beam_width", "length_penalty", "bleu_1", "bleu_2", "bleu_3", "bleu_4", "cider", "mean_words")
+    settings_grid = [
+        (width, penalty, n)
+        for n in args.no_repeat_ngram
+        for width in args.widths
+        for penalty in (args.penalties if width > 1 else [0.0])
+    ]
+    for width, penalty, n in settings_grid:
+        if width == 1:
+            fn = tf.function(lambda x, n=n: greedy_decode(
+                captioner, x, max_length=cfg.max_length, no_repeat_ngram_size=n, **ids)[0])
+        else:
+            fn = tf.function(lambda x, w=width, p=penalty, n=n: beam_search_decode(
+                captioner, x, max_length=cfg.max_length, beam_width=w, length_penalty=p,
+                no_repeat_ngram_size=n, **ids)[0][:, 0])
+        started = time.monotonic()
+        hypotheses = {}
+        for i in range(0, len(records), 100):
+            batch = {name: t[i : i + 100] for name, t in inputs.items()}
+            for record, caption in zip(records[i : i + 100], pipeline.to_text(fn(batch)).numpy()):
+                hypotheses[record.image_id] = caption.decode()
+        scores = corpus_bleu_scores(hypotheses, references)
+        row = {
+            "beam_width": width,
+            "length_penalty": penalty,
+            "no_repeat_ngram_size": n,
+            **{k: round(v, 4) for k, v in scores.items()},
+            "cider": round(corpus_cider(hypotheses, references), 4),
+            "mean_words": round(sum(len(h.split()) for h in hypotheses.values()) / len(hypotheses), 2),
+            "seconds": round(time.monotonic() - started, 1),
+        }
+        rows.append(row)
+        logging.info("%s", row)
+    keys = ("beam_width", "length_penalty", "no_repeat_ngram_size", "bleu_1", "bleu_2", "bleu_3", "bleu_4", "cider", "mean_words")
     print(f"\n{args.split} split, {len(records)} images, {args.model}")
     print(" | ".join(keys))
     for row in rows:
@@ -132,6 +140,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, default=0)
     parser.add_argument("--widths", type=lambda s: [int(x) for x in s.split(",")], default=[1, 3, 5])
     parser.add_argument("--penalties", type=lambda s: [float(x) for x in s.split(",")], default=[0.0, 0.7, 1.0, 1.3])
+    parser.add_argument("--no-repeat-ngram", type=lambda s: [int(x) for x in s.split(",")], default=[0],
+                        help="decode.no_repeat_ngram_size values (0: off)")
     return parser.parse_args(argv)
 
 

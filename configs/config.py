@@ -200,11 +200,16 @@ class DecodeConfig:
     length_penalty: float = 0.7
     # What the serving_default signature does: "greedy" or "beam_search".
     default: str = "greedy"
+    # n > 0: neither decoder completes an n-gram the caption already has (Hugging Face's
+    # no_repeat_ngram_size), against "a man riding a bicycle on a bicycle". 0: off.
+    no_repeat_ngram_size: int = 0
 
     def __post_init__(self) -> None:
         _check_choice("decode.default", self.default, ("greedy", "beam_search"))
         if self.default == "beam_search" and self.beam_width < 2:
             raise ConfigError("decode.default beam_search needs decode.beam_width >= 2")
+        if self.no_repeat_ngram_size < 0:
+            raise ConfigError(f"decode.no_repeat_ngram_size must be >= 0, got {self.no_repeat_ngram_size}")
 
 
 @dataclasses.dataclass(frozen=True)

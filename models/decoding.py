@@ -20,12 +20,45 @@ def _batch_size(image_inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
     return tf.shape(next(iter(image_inputs.values())))[0]
 
 
+def repeated_ngram_mask(sequences: tf.Tensor, vocab_size: int, n: int) -> tf.Tensor:
+    """[B, K, V]: True where the next token would repeat an n-gram already in the sequence.
+
+    `sequences` [B, K, T] are the tokens generated so far. Blocking these (`no_repeat_ngram_size`,
+    as in Hugging Face's generate) stops captions such as "a man riding a bicycle on a
+    bicycle": the next token may not complete an n-gram that occurred before.
+    """
+    batch, beams = tf.shape(sequences)[0], tf.shape(sequences)[1]
+    # n-1 leading sentinels keep every slice below in range while fewer than n tokens
+    # exist; a window of sentinels never precedes a real token, so none is blocked by them.
+    sentinels = tf.fill([batch, beams, n - 1], tf.constant(-1, sequences.dtype))
+    padded = tf.concat([sentinels, sequences], axis=2)
+    length = tf.shape(padded)[2]
+    context = padded[:, :, length - (n - 1) :]  # the last n-1 tokens
+    followers = padded[:, :, n - 1 :]  # the token after each earlier window
+    matches = tf.ones(tf.shape(followers), tf.bool)
+    for i in range(n - 1):
+        window_part = padded[:, :, i : length - (n - 1) + i]
+        matches &= tf.equal(window_part, context[:, :, i : i + 1])
+    blocked = tf.reshape(tf.where(matches, followers, -1) + 1, [batch * beams, -1])
+    counts = tf.math.bincount(
+        tf.cast(blocked, tf.int32), minlength=vocab_size + 1, maxlength=vocab_size + 1, axis=-1
+    )
+    return tf.reshape(counts[:, 1:] > 0, [batch, beams, vocab_size])
+
+
 def greedy_decode(
-    model: Captioner, image_inputs: Mapping[str, tf.Tensor], start_id: int, end_id: int, pad_id: int, max_length: int
+    model: Captioner,
+    image_inputs: Mapping[str, tf.Tensor],
+    start_id: int,
+    end_id: int,
+    pad_id: int,
+    max_length: int,
+    no_repeat_ngram_size: int = 0,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Token ids [B, <= max_length-1] (without <start>; pad after <end>) and their log-probability [B].
 
     `image_inputs` holds what the model reads (its `image_inputs`: pooled features, grid).
+    `no_repeat_ngram_size` n > 0: never complete an n-gram the caption already has.
     """
     image = model.encode_image(image_inputs)
     states = model.initial_state(image)
@@ -34,13 +67,21 @@ def greedy_decode(
     finished = tf.zeros([batch], tf.bool)
     log_probability = tf.zeros([batch], tf.float32)
     generated = tf.TensorArray(tf.int64, size=0, dynamic_size=True, element_shape=tf.TensorShape([None]))
+    so_far = tf.zeros([batch, 1, 0], tf.int64)  # what repeated_ngram_mask reads, when blocking
     for t in tf.range(max_length - 1):
+        tf.autograph.experimental.set_loop_options(shape_invariants=[(so_far, tf.TensorShape([None, 1, None]))])
         logits, states = model.step(tokens, states, image)
-        next_tokens = tf.argmax(logits, axis=-1, output_type=tf.int64)
-        step_log_probability = tf.reduce_max(tf.nn.log_softmax(logits), axis=-1)
+        step_log_probs = tf.nn.log_softmax(logits)
+        if no_repeat_ngram_size > 0:
+            blocked = repeated_ngram_mask(so_far, model.vocab_size, no_repeat_ngram_size)[:, 0]
+            step_log_probs = tf.where(blocked, NEG_INF, step_log_probs)
+        next_tokens = tf.argmax(step_log_probs, axis=-1, output_type=tf.int64)
+        step_log_probability = tf.reduce_max(step_log_probs, axis=-1)
         log_probability += tf.where(finished, 0.0, step_log_probability)
         next_tokens = tf.where(finished, tf.constant(pad_id, tf.int64), next_tokens)
         generated = generated.write(t, next_tokens)
+        if no_repeat_ngram_size > 0:
+            so_far = tf.concat([so_far, next_tokens[:, None, None]], axis=2)
         finished = finished | tf.equal(next_tokens, end_id)
         tokens = next_tokens
         if tf.reduce_all(finished):
@@ -57,8 +98,12 @@ def beam_search_decode(
     max_length: int,
     beam_width: int,
     length_penalty: float,
+    no_repeat_ngram_size: int = 0,
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """Beam search: ids [B, K, T] best first, and scores [B, K] (log-prob / length**alpha)."""
+    """Beam search: ids [B, K, T] best first, and scores [B, K] (log-prob / length**alpha).
+
+    `no_repeat_ngram_size` n > 0: no beam completes an n-gram it already has.
+    """
     k = beam_width
     vocab = model.vocab_size
     batch = _batch_size(image_inputs)
@@ -79,6 +124,9 @@ def beam_search_decode(
         )
         logits, new_states = model.step(tokens, states, image)
         step_log_probs = tf.reshape(tf.nn.log_softmax(logits), [batch, k, vocab])
+        if no_repeat_ngram_size > 0:
+            blocked = repeated_ngram_mask(sequences, vocab, no_repeat_ngram_size)
+            step_log_probs = tf.where(blocked, NEG_INF, step_log_probs)
         step_log_probs = tf.where(finished[:, :, None], pad_only[None, None, :], step_log_probs)
         total = tf.reshape(log_probs[:, :, None] + step_log_probs, [batch, k * vocab])
         log_probs, flat_index = tf.math.top_k(total, k=k)

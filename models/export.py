@@ -6,6 +6,7 @@ tf.string [None], JPEG/PNG/GIF/BMP bytes, already base64-decoded by TF Serving):
   - `beam_search` (when decode.beam_width > 1): {caption [N], alternatives [N, K],
     scores [N, K]}, best first, scores = log-probability / length**length_penalty
   - `serving_default`: the one named by decode.default (greedy unless configured).
+Both decoders block repeated n-grams when decode.no_repeat_ngram_size is set.
 Decoding, resizing, the backbone, the decoding loop and detokenization
 (`StringLookup(invert=True)`) are stock TensorFlow ops, so TF Serving loads it as it is.
 """
@@ -31,6 +32,7 @@ class DecodeSettings:
     beam_width: int
     length_penalty: float
     default: str  # "greedy" or "beam_search"
+    no_repeat_ngram_size: int = 0  # n > 0: no caption completes an n-gram it already has
 
 
 class CaptionPipeline:
@@ -58,7 +60,11 @@ class CaptionPipeline:
 
     def greedy(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         ids, log_probability = greedy_decode(
-            self.captioner, self.features(images), max_length=self.settings.max_length, **self.ids
+            self.captioner,
+            self.features(images),
+            max_length=self.settings.max_length,
+            no_repeat_ngram_size=self.settings.no_repeat_ngram_size,
+            **self.ids,
         )
         return {"caption": self.to_text(ids), "log_probability": log_probability}
 
@@ -69,6 +75,7 @@ class CaptionPipeline:
             max_length=self.settings.max_length,
             beam_width=self.settings.beam_width,
             length_penalty=self.settings.length_penalty,
+            no_repeat_ngram_size=self.settings.no_repeat_ngram_size,
             **self.ids,
         )
         alternatives = self.to_text(ids)

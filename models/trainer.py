@@ -57,6 +57,7 @@ class TrainerConfig:
     seed: int
     beam_width: int
     length_penalty: float
+    no_repeat_ngram_size: int
     default_decoder: str
 
 
@@ -86,6 +87,7 @@ def trainer_config(config: Any) -> dict[str, Any]:
             seed=config.train.seed,
             beam_width=config.decode.beam_width,
             length_penalty=config.decode.length_penalty,
+            no_repeat_ngram_size=config.decode.no_repeat_ngram_size,
             default_decoder=config.decode.default,
         )
     )
@@ -272,7 +274,9 @@ def run_fn(fn_args: Any) -> None:
         captioner=model,
         vocabulary=vocabulary,
         image_size=backbone.image_size,
-        settings=DecodeSettings(cfg.max_length, cfg.beam_width, cfg.length_penalty, cfg.default_decoder),
+        settings=DecodeSettings(
+            cfg.max_length, cfg.beam_width, cfg.length_penalty, cfg.default_decoder, cfg.no_repeat_ngram_size
+        ),
         export_dir=fn_args.serving_model_dir,
     )
     log.info("exported the serving model to %s in %.1f s", fn_args.serving_model_dir, time.monotonic() - started)

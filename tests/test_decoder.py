@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from models.attention import AttentionCaptioner
 from models.decoder import MergeCaptioner
-from models.decoding import beam_search_decode, greedy_decode
+from models.decoding import beam_search_decode, greedy_decode, repeated_ngram_mask
 
 VOCAB = 9
 START, END, PAD = 1, 2, 0
@@ -141,3 +141,45 @@ def test_attention_weights_are_a_distribution_over_the_grid_and_depend_on_it():
     a = m({"image_grid": grid, "tokens": tokens}).numpy()
     b = m({"image_grid": shuffled, "tokens": tokens}).numpy()
     assert not np.allclose(a, b)
+
+
+def _blocked(sequence: list[int], n: int) -> set[int]:
+    mask = repeated_ngram_mask(tf.constant([[sequence]], tf.int64, shape=[1, 1, len(sequence)]), VOCAB, n)
+    return {int(i) for i in np.flatnonzero(mask.numpy()[0, 0])}
+
+
+def test_repeated_ngram_mask_blocks_exactly_the_tokens_that_would_repeat_an_ngram():
+    assert _blocked([5, 6, 5], 2) == {6}  # "5 6" again
+    assert _blocked([5, 6, 7, 5, 6], 3) == {7}  # "5 6 7" again
+    assert _blocked([5, 6, 7, 5, 6], 2) == {7}  # after 6 came 7
+    assert _blocked([3, 3], 2) == {3}
+    assert _blocked([5, 6, 7, 8], 2) == set()
+    assert _blocked([5], 2) == set() and _blocked([], 3) == set() and _blocked([5, 5], 3) == set()
+
+
+def _repeats_a_bigram(row) -> bool:
+    """Over the caption up to <end> (a random model also emits the pad id as a word)."""
+    tokens = [int(t) for t in row]
+    tokens = tokens[: tokens.index(END)] if END in tokens else tokens
+    bigrams = list(zip(tokens, tokens[1:]))
+    return len(bigrams) != len(set(bigrams))
+
+
+def test_no_repeat_ngram_size_2_removes_repeated_bigrams_from_greedy_and_beam_captions(model):
+    features = image_inputs(model, 16, seed=10)
+    max_length = 12
+    plain = greedy_decode(model, features, START, END, PAD, max_length)[0].numpy()
+    assert any(_repeats_a_bigram(row) for row in plain)  # the random model does repeat itself
+    blocked = tf.function(lambda f: greedy_decode(model, f, START, END, PAD, max_length, no_repeat_ngram_size=2))
+    greedy, log_probability = blocked(features)
+    assert not any(_repeats_a_bigram(row) for row in greedy.numpy())
+    # Captions without a repeat are the same as before, to the token.
+    for before, after in zip(plain, greedy.numpy()):
+        if not _repeats_a_bigram(before):
+            np.testing.assert_array_equal(before, after[: len(before)])
+    assert np.all(np.isfinite(log_probability.numpy()))
+    beams, scores = tf.function(
+        lambda f: beam_search_decode(model, f, START, END, PAD, max_length, 3, 0.7, no_repeat_ngram_size=2)
+    )(features)
+    assert not any(_repeats_a_bigram(row) for image in beams.numpy() for row in image)
+    assert np.all(scores.numpy() > -1e8)  # no beam had to take a blocked token
