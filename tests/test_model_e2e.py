@@ -148,3 +148,5 @@ def test_export_runs_in_a_fresh_process_with_stock_ops_only(trained_run, export_
     ops = set(report["ops"])
     assert {"DecodeImage", "LookupTableFindV2"} <= ops  # decoding and detokenization in-graph
     assert {"While", "StatelessWhile"} & ops  # the decoding loop is a graph loop
+    if trained_run.config.decode.no_repeat_ngram_size:  # the attention profile blocks repeats
+        assert "DenseBincount" in ops
