@@ -180,7 +180,7 @@ class TrainConfig:
     lr_decay_min_delta: float = 0.0
     # Which epoch early stopping keeps (and stops on): "val_loss", the lowest eval loss; or
     # "bleu_1".."bleu_4", the highest greedy BLEU on the eval images, scored after every
-    # epoch (models/epoch_bleu.py; about 30 s for 1,000 Flickr8k images on 2 cores).
+    # epoch (models/epoch_bleu.py; about 3 s for 1,000 Flickr8k images on 2 cores).
     select_by: str = "val_loss"
     # 0: no limit. A positive value caps optimizer steps (e.g. 1 for a deliberately bad model).
     max_steps: int = 0

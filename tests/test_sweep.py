@@ -117,7 +117,7 @@ def test_a_smoke_sweep_gives_one_tagged_mlflow_run_per_variant_and_computes_feat
 
     assert (root / "sweep" / "serving" / "1").is_dir()
     with pytest.raises(lineage.VersionNotFound) as error:
-        lineage.read_mlmd_lineage(root / "metadata.db", 1, variants[0][1].pipeline.name)
+        lineage.lineage(variants[0][1], 1)
     assert error.value.pushed == []
     swept = lineage.read_mlmd_lineage(root / "metadata.db", 1, f"{variants[0][1].pipeline.name}-sweep")
     assert swept.pushed_destination == str(root / "sweep" / "serving" / "1")
