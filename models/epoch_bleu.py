@@ -2,13 +2,14 @@
 that captions best rather than the one with the lowest eval loss.
 
 Used by models/trainer.py when `train.select_by` names a BLEU score. On Flickr8k the two
-disagree: variants with a lower eval loss scored lower BLEU (README, the sweep), and the
-cross-entropy keeps rising after epoch 5 while the captions can still improve.
+disagree across variants (those with a lower eval loss scored lower BLEU; README, the
+sweep); within the profile's run they happened to pick the same epoch.
 
 The scores are computed here, inside training, from what the trainer already holds: the
 eval split's image arrays and its captions as token ids, decoded back to words (a word
 outside the vocabulary is `<unk>` on both sides). So they track, but do not equal, the
-BleuEvaluator's scores, which run the exported graph on the JPEG bytes and the raw text.
+BleuEvaluator's scores, which run the exported graph on the JPEG bytes and the raw text
+(and decode as configured; this is plain greedy decoding).
 """
 
 from __future__ import annotations
