@@ -66,27 +66,24 @@ def greedy_decode(
     tokens = tf.fill([batch], tf.constant(start_id, tf.int64))
     finished = tf.zeros([batch], tf.bool)
     log_probability = tf.zeros([batch], tf.float32)
-    generated = tf.TensorArray(tf.int64, size=0, dynamic_size=True, element_shape=tf.TensorShape([None]))
-    so_far = tf.zeros([batch, 1, 0], tf.int64)  # what repeated_ngram_mask reads, when blocking
-    for t in tf.range(max_length - 1):
-        tf.autograph.experimental.set_loop_options(shape_invariants=[(so_far, tf.TensorShape([None, 1, None]))])
+    generated = tf.zeros([batch, 0], tf.int64)
+    for _ in tf.range(max_length - 1):
+        tf.autograph.experimental.set_loop_options(shape_invariants=[(generated, tf.TensorShape([None, None]))])
         logits, states = model.step(tokens, states, image)
         step_log_probs = tf.nn.log_softmax(logits)
         if no_repeat_ngram_size > 0:
-            blocked = repeated_ngram_mask(so_far, model.vocab_size, no_repeat_ngram_size)[:, 0]
+            blocked = repeated_ngram_mask(generated[:, None, :], model.vocab_size, no_repeat_ngram_size)[:, 0]
             step_log_probs = tf.where(blocked, NEG_INF, step_log_probs)
         next_tokens = tf.argmax(step_log_probs, axis=-1, output_type=tf.int64)
         step_log_probability = tf.reduce_max(step_log_probs, axis=-1)
         log_probability += tf.where(finished, 0.0, step_log_probability)
         next_tokens = tf.where(finished, tf.constant(pad_id, tf.int64), next_tokens)
-        generated = generated.write(t, next_tokens)
-        if no_repeat_ngram_size > 0:
-            so_far = tf.concat([so_far, next_tokens[:, None, None]], axis=2)
+        generated = tf.concat([generated, next_tokens[:, None]], axis=1)
         finished = finished | tf.equal(next_tokens, end_id)
         tokens = next_tokens
         if tf.reduce_all(finished):
             break
-    return tf.transpose(generated.stack()), log_probability
+    return generated, log_probability
 
 
 def beam_search_decode(

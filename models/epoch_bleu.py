@@ -31,9 +31,10 @@ log = logging.getLogger(__name__)
 
 def references_by_image(image_index: np.ndarray, captions: np.ndarray, vocabulary: Sequence[str]) -> dict[str, list[str]]:
     """Every image's reference captions as text: {str(image position): [caption, ...]}."""
+    vocabulary = list(vocabulary)
     references: dict[str, list[str]] = {}
     for position, ids in zip(image_index, captions):
-        references.setdefault(str(position), []).append(decode(list(ids), list(vocabulary)))
+        references.setdefault(str(position), []).append(decode(list(ids), vocabulary))
     return references
 
 
