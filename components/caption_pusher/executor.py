@@ -1,8 +1,12 @@
-"""TFX glue for CaptionPusher: checks the blessing, pushes with push.py, marks the PushedModel.
+"""TFX glue for CaptionPusher: TFX's own Pusher executor, with our push into TF Serving's layout.
 
-A model is pushed only when its blessing has `blessed == 1` and names this very model
-(`current_model_id`), the properties BleuEvaluator sets like TFX's Evaluator. Otherwise the
-PushedModel records `pushed = 0` and the reason, and nothing is written to the serving dir.
+Built on `tfx.components.pusher.executor.Executor` (as custom pushers such as deep-diver's
+Hugging Face pusher are): its `CheckBlessing` decides whether the model may go out,
+`GetModelPath` finds the serving export and `_MarkPushed` / `_MarkNotPushed` mark the
+PushedModel the way every TFX tool reads it. What is ours is push.py (integer versions,
+the atomic rename, no duplicate push) and one more check: the blessing must name this very
+model (`current_model_id`, set by BleuEvaluator like TFX's Evaluator). A model that is not
+pushed gets `pushed = 0` and the reason; nothing is written to the serving dir.
 """
 
 from __future__ import annotations
@@ -15,18 +19,16 @@ from typing import Any
 
 from tfx import types
 from tfx.components.evaluator import constants as tfx_evaluator
-from tfx.dsl.components.base import base_executor
+from tfx.components.pusher import executor as tfx_pusher
 from tfx.types import artifact_utils
-from tfx.utils import path_utils
 
 from components.caption_pusher import push
+from models.contract import PUSH_FILE
 
 log = logging.getLogger(__name__)
 
-PUSH_FILE = "push.json"
 
-
-class Executor(base_executor.BaseExecutor):
+class Executor(tfx_pusher.Executor):
     def Do(
         self,
         input_dict: dict[str, list[types.Artifact]],
@@ -38,16 +40,16 @@ class Executor(base_executor.BaseExecutor):
         pushed = artifact_utils.get_single_instance(output_dict["pushed_model"])
         base_dir = Path(exec_properties["base_dir"])
 
-        refusal = _refusal(model, blessing)
+        refusal = self._refusal(input_dict, model, blessing)
         if refusal:
             log.warning("not pushing model %s: %s", model.uri, refusal)
-            pushed.set_int_custom_property("pushed", 0)
+            self._MarkNotPushed(pushed)
             pushed.set_string_custom_property("reason", refusal)
             _write_record(pushed, {"pushed": False, "reason": refusal, "model_uri": model.uri})
             return
 
         result = push.push_model(
-            path_utils.serving_model_path(model.uri),
+            self.GetModelPath(input_dict),
             base_dir,
             source={"model_id": model.id, "model_uri": model.uri, "blessing_uri": blessing.uri},
         )
@@ -56,9 +58,9 @@ class Executor(base_executor.BaseExecutor):
             if result.copied
             else f"version {result.version} already holds this model (same content): not copied again"
         )
-        pushed.set_int_custom_property("pushed", 1)
+        self._MarkPushed(pushed, pushed_destination=str(result.path))
+        # An int, not TFX's string: versions are numbers here (lineage and the registry compare them).
         pushed.set_int_custom_property("pushed_version", result.version)
-        pushed.set_string_custom_property("pushed_destination", str(result.path))
         pushed.set_string_custom_property("reason", reason)
         _write_record(
             pushed,
@@ -74,16 +76,16 @@ class Executor(base_executor.BaseExecutor):
         )
         log.info("CaptionPusher: %s (%s)", reason, result.path)
 
-
-def _refusal(model: types.Artifact, blessing: types.Artifact) -> str | None:
-    """Why this model must not be pushed, or None."""
-    c = tfx_evaluator
-    if blessing.get_int_custom_property(c.ARTIFACT_PROPERTY_BLESSED_KEY) != c.BLESSED_VALUE:
-        return blessing.get_string_custom_property("reason") or "not blessed"
-    blessed_id = blessing.get_int_custom_property(c.ARTIFACT_PROPERTY_CURRENT_MODEL_ID_KEY)
-    if blessed_id != model.id:
-        return f"the blessing is for model id {blessed_id}, not for this model (id {model.id})"
-    return None
+    def _refusal(
+        self, input_dict: dict[str, list[types.Artifact]], model: types.Artifact, blessing: types.Artifact
+    ) -> str | None:
+        """Why this model must not be pushed, or None."""
+        if not self.CheckBlessing(input_dict):
+            return blessing.get_string_custom_property("reason") or "not blessed"
+        blessed_id = blessing.get_int_custom_property(tfx_evaluator.ARTIFACT_PROPERTY_CURRENT_MODEL_ID_KEY)
+        if blessed_id != model.id:
+            return f"the blessing is for model id {blessed_id}, not for this model (id {model.id})"
+        return None
 
 
 def _write_record(pushed: types.Artifact, record: dict[str, Any]) -> None:
