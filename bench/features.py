@@ -65,7 +65,7 @@ def load_images(images: Path, limit: int, workdir: Path) -> tuple[list[tuple[str
     from data import synthetic
 
     out = workdir / "synthetic"
-    synthetic.generate_dataset(out, synthetic.SyntheticSpec(num_images=limit, seed=0))
+    synthetic.generate_dataset(out, synthetic.SyntheticConfig(num_images=limit, seed=0))
     paths = sorted((out / synthetic.IMAGES_DIR).glob("*.jpg"))[:limit]
     return [(p.stem, p.read_bytes()) for p in paths], f"synthetic ({images} not found)"
 
@@ -125,9 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     from components.feature_extractor import extract
+    from components.feature_extractor import feature_model
 
     weights = None if args.weights.lower() == "none" else args.weights
-    backbone_args = extract.BackboneArgs(args.backbone, weights)
+    backbone_args = feature_model.BackboneArgs(args.backbone, weights)
     with tempfile.TemporaryDirectory(prefix="bench-features-") as tmp:
         workdir = Path(tmp)
         images, source = load_images(args.images, args.limit, workdir)
@@ -137,8 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{n} images from {source}; backbone {args.backbone}, batch {args.batch_size}, "
               f"store_grid {args.store_grid}, DirectRunner {args.direct_running_mode}, {os.cpu_count()} CPUs")
 
-        # Built once, before anything is timed; the DoFns reuse it (extract.load_feature_model).
-        model = extract.load_feature_model(backbone_args)
+        # Built once, before anything is timed; the DoFns reuse it (feature_model.load_feature_model).
+        model = feature_model.load_feature_model(backbone_args)
         print(f"model build (excluded): {model.build_seconds:.1f} s")
         time_beam(warm_pattern, workdir / "warm-out", args, backbone_args, args.direct_running_mode)
 

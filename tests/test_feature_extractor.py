@@ -2,7 +2,7 @@
 
 The raw examples are made by the ingestion code itself from a small synthetic dataset; the
 backbone is EfficientNet-Lite0 with its real ImageNet weights, built once for the module
-(the DoFns of every pipeline here reuse it through extract.load_feature_model).
+(the DoFns of every pipeline here reuse it through load_feature_model).
 """
 
 from __future__ import annotations
@@ -27,18 +27,22 @@ from tfx.types import artifact_utils, channel, standard_artifacts  # noqa: E402
 from tfx.utils import io_utils  # noqa: E402
 
 from components.feature_extractor import extract  # noqa: E402
+from components.feature_extractor.examples import float_feature  # noqa: E402
+from components.feature_extractor.feature_model import BackboneArgs, FeatureModel, load_feature_model  # noqa: E402
+from components.feature_extractor.features_schema import features_schema  # noqa: E402
 from components.feature_extractor.component import FeatureExtractor  # noqa: E402
 from components.feature_extractor.executor import Executor  # noqa: E402
 from components.flickr8k_example_gen import records  # noqa: E402
 from data import layout, synthetic  # noqa: E402
-from data.synthetic import SyntheticSpec  # noqa: E402
+from configs.config import SyntheticConfig  # noqa: E402
+from models import contract  # noqa: E402
 from models.backbones import get_backbone  # noqa: E402
 from models.images import decode_images  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RAW_SCHEMA = REPO / "data" / "schema" / "schema.pbtxt"
 SPLITS = ("train", "dev")  # 8 and 2 of the 12 images
-LITE0 = extract.BackboneArgs("efficientnet_lite0")
+LITE0 = BackboneArgs("efficientnet_lite0")
 DIM = 1280
 GRID = (7, 7, 1280)
 BATCH = 3  # divides neither split's count
@@ -68,7 +72,7 @@ def raw_examples(tmp_path_factory) -> Path:
     """An Examples artifact dir: Split-train/ and Split-dev/ of gzipped raw tf.Examples."""
     root = tmp_path_factory.mktemp("feature_extractor")
     data_dir = root / "d"
-    synthetic.generate_dataset(data_dir, SyntheticSpec(num_images=12, seed=3))
+    synthetic.generate_dataset(data_dir, SyntheticConfig(num_images=12, seed=3))
     scan = layout.scan_layout(data_dir, SPLITS)
     out = root / "examples"
     for split in SPLITS:
@@ -83,9 +87,9 @@ def raw_examples(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def feature_model() -> extract.FeatureModel:
+def feature_model() -> FeatureModel:
     """Built once; held here so every DoFn in this module reuses it."""
-    return extract.load_feature_model(LITE0)
+    return load_feature_model(LITE0)
 
 
 def run_extraction(raw_dir: Path, out_dir: Path, splits=SPLITS, store_grid=False, batch_size=BATCH) -> None:
@@ -127,14 +131,14 @@ def test_one_output_per_image_with_ids_and_captions(raw_examples, features, spli
     assert len(read_records(str(features / f"Split-{split}" / "*.gz"))) == len(raw)
     assert set(out) == set(raw)
     for image_id, example in out.items():
-        assert set(example.features.feature) == {"image_id", "captions", extract.FEATURES_KEY}
+        assert set(example.features.feature) == {"image_id", "captions", contract.IMAGE_FEATURES_KEY}
         assert values(example, "captions") == values(raw[image_id], "captions")
         assert len(values(raw[image_id], "captions")) == 5
 
 
 def test_features_are_finite_and_differ_between_images(raw_examples, features):
     _, out = split_pair(raw_examples, features, "train")
-    matrix = np.array([values(e, extract.FEATURES_KEY) for e in out.values()], np.float32)
+    matrix = np.array([values(e, contract.IMAGE_FEATURES_KEY) for e in out.values()], np.float32)
     assert matrix.shape == (len(out), DIM)
     assert np.isfinite(matrix).all()
     assert matrix.std(axis=0).max() > 1e-3
@@ -149,7 +153,7 @@ def test_features_equal_a_direct_backbone_call(raw_examples, features):
         ids = sorted(raw)
         encoded = tf.constant([values(raw[i], "image/encoded")[0] for i in ids])
         expected = model(decode_images(encoded, 224), training=False)["pooled"].numpy()
-        got = np.array([values(out[i], extract.FEATURES_KEY) for i in ids], np.float32)
+        got = np.array([values(out[i], contract.IMAGE_FEATURES_KEY) for i in ids], np.float32)
         np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
 
 
@@ -158,9 +162,9 @@ def test_grid_is_stored_row_major_and_pools_to_the_features(raw_examples, featur
     raw, out = split_pair(raw_examples, tmp_path, "dev")
     assert set(out) == set(raw)
     for example in out.values():
-        grid = np.array(values(example, extract.GRID_KEY), np.float32)
+        grid = np.array(values(example, contract.IMAGE_GRID_KEY), np.float32)
         assert grid.shape == (np.prod(GRID),)
-        pooled = np.array(values(example, extract.FEATURES_KEY), np.float32)
+        pooled = np.array(values(example, contract.IMAGE_FEATURES_KEY), np.float32)
         np.testing.assert_allclose(grid.reshape(GRID).mean(axis=(0, 1)), pooled, rtol=1e-4, atol=1e-5)
 
 
@@ -187,7 +191,7 @@ def test_float_feature_matches_the_proto_constructor():
     rng = np.random.default_rng(0)
     for n in (0, 1, 127, 128, 16_384, 62_720):
         arr = rng.standard_normal(n).astype(np.float32)
-        assert extract.float_feature(arr) == tf.train.Feature(float_list=tf.train.FloatList(value=arr))
+        assert float_feature(arr) == tf.train.Feature(float_list=tf.train.FloatList(value=arr))
 
 
 # --- the schema --------------------------------------------------------------------------
@@ -196,16 +200,16 @@ def test_float_feature_matches_the_proto_constructor():
 def test_features_schema_drops_the_image_and_adds_features():
     raw = io_utils.SchemaReader().read(str(RAW_SCHEMA))
     before = raw.SerializeToString()
-    schema = extract.features_schema(raw, DIM)
+    schema = features_schema(raw, DIM)
     assert raw.SerializeToString() == before  # a copy, not an edit
     by_name = {f.name: f for f in schema.feature}
-    assert set(by_name) == {"image_id", "captions", extract.FEATURES_KEY}
-    assert [d.size for d in by_name[extract.FEATURES_KEY].shape.dim] == [DIM]
-    assert by_name[extract.FEATURES_KEY].presence.min_fraction == 1.0
+    assert set(by_name) == {"image_id", "captions", contract.IMAGE_FEATURES_KEY}
+    assert [d.size for d in by_name[contract.IMAGE_FEATURES_KEY].shape.dim] == [DIM]
+    assert by_name[contract.IMAGE_FEATURES_KEY].presence.min_fraction == 1.0
     assert [d.size for d in by_name["image_id"].shape.dim] == [1]
     assert by_name["captions"].value_count.max == 10
-    with_grid = {f.name: f for f in extract.features_schema(raw, DIM, GRID).feature}
-    assert [d.size for d in with_grid[extract.GRID_KEY].shape.dim] == [7 * 7 * 1280]
+    with_grid = {f.name: f for f in features_schema(raw, DIM, GRID).feature}
+    assert [d.size for d in with_grid[contract.IMAGE_GRID_KEY].shape.dim] == [7 * 7 * 1280]
 
 
 # --- the TFX component -------------------------------------------------------------------
@@ -267,12 +271,12 @@ def test_executor_writes_examples_tf_transform_can_parse(raw_examples, feature_m
     assert features.get_int_custom_property("feature_dim") == DIM
     out_schema = io_utils.SchemaReader().read(os.path.join(schema.uri, "schema.pbtxt"))
     spec = schema_utils.schema_as_feature_spec(out_schema).feature_spec
-    assert spec[extract.FEATURES_KEY] == tf.io.FixedLenFeature([DIM], tf.float32)
+    assert spec[contract.IMAGE_FEATURES_KEY] == tf.io.FixedLenFeature([DIM], tf.float32)
     assert spec["image_id"] == tf.io.FixedLenFeature([1], tf.string)
     assert isinstance(spec["captions"], tf.io.VarLenFeature)
     for split in SPLITS:
         files = tf.io.gfile.glob(os.path.join(artifact_utils.get_split_uri([features], split), "*.gz"))
         serialized = [r for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
         parsed = tf.io.parse_example(tf.stack(serialized), spec)
-        assert parsed[extract.FEATURES_KEY].shape == (len(serialized), DIM)
+        assert parsed[contract.IMAGE_FEATURES_KEY].shape == (len(serialized), DIM)
         assert parsed["captions"].dense_shape[1] == 5

@@ -57,10 +57,10 @@ class FeatureExtractor(base_beam_component.BaseBeamComponent):
         examples: types.BaseChannel,
         schema: types.BaseChannel,
         backbone: str,
-        weights: str | None = "imagenet",
-        weights_path: str | None = None,
-        batch_size: int = 32,
-        store_grid: bool = False,
+        weights: str | None,
+        weights_path: str | None,
+        batch_size: int,
+        store_grid: bool,
     ):
         super().__init__(
             spec=FeatureExtractorSpec(

@@ -13,10 +13,10 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
-from components.feature_extractor import extract
+from components.feature_extractor import extract, feature_model, features_schema
 from models.backbones import get_backbone
+from models.contract import SCHEMA_FILE
 
-SCHEMA_FILE = "schema.pbtxt"
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
@@ -33,7 +33,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         if examples_utils.get_payload_format(examples) != example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE:
             raise ValueError(f"{examples.uri}: FeatureExtractor reads tf.Examples only")
 
-        args = extract.BackboneArgs(
+        args = feature_model.BackboneArgs(
             name=exec_properties["backbone"],
             weights=exec_properties["weights"] or None,
             weights_path=exec_properties["weights_path"] or None,
@@ -41,7 +41,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         store_grid = _as_bool(exec_properties["store_grid"])
         backbone = get_backbone(args.name, args.weights, args.weights_path)
         raw_schema = io_utils.SchemaReader().read(os.path.join(raw_schema_uri, SCHEMA_FILE))
-        schema = extract.features_schema(
+        schema = features_schema.features_schema(
             raw_schema, backbone.feature_dim, backbone.grid_shape if store_grid else None
         )
         splits = artifact_utils.decode_split_names(examples.split_names)

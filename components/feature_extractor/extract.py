@@ -2,193 +2,36 @@
 
 Called by the FeatureExtractor executor (executor.py) inside the pipeline TFX makes, and by
 tests/test_feature_extractor.py and bench/features.py with a plain DirectRunner pipeline.
-
-Every output tf.Example keeps the raw example's features except the image itself
-(`image/encoded`, `image/height`, `image/width`) and gains `image/features`, the pooled
-vector, and, with `store_grid`, `image/grid`, the spatial map flattened row-major (h, w, c).
-Images go through `models.images.decode_images`, the ops the serving signature runs, so
-the features a caption model trains on are the features it sees when served.
+The Beam steps live here: read, batch, extract, write, count. The model they run is
+feature_model.py's, the examples they write are examples.py's (the raw example without
+the image, plus the pooled features and optionally the grid), and the artifact's schema is
+features_schema.py's.
 """
 
 from __future__ import annotations
 
-import atexit
-import dataclasses
 import logging
 import os
 import time
-import weakref
 from typing import Any, Iterable, Iterator, Mapping
 
 import apache_beam as beam
-import numpy as np
 import tensorflow as tf
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.utils import shared
-from tensorflow_metadata.proto.v0 import schema_pb2
 
-from models.backbones import get_backbone
-from models.images import decode_image, decode_images
+from components.feature_extractor.examples import as_example, image_id_of, output_example, parse_example, single_bytes
+from components.feature_extractor.feature_model import BackboneArgs, load_feature_model
+from models.contract import IMAGE_ENCODED_KEY
+from models.images import decode_image
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "feature_extractor"
-IMAGE_ID_KEY = "image_id"
-ENCODED_KEY = "image/encoded"
-FEATURES_KEY = "image/features"
-GRID_KEY = "image/grid"
-# The image and its size are not needed once the features exist.
-DROPPED_KEYS = (ENCODED_KEY, "image/height", "image/width")
 OUTPUT_PREFIX = "data_tfrecord"
 # Bump when a code change alters the features of the same images with the same weights
 # (decoding, resizing, the backbone port): TFX's cache then recomputes them.
 FEATURE_VERSION = 1
-
-
-@dataclasses.dataclass(frozen=True)
-class BackboneArgs:
-    """Which backbone and weights to build (see models.backbones.get_backbone)."""
-
-    name: str
-    weights: str | None = "imagenet"
-    weights_path: str | None = None
-
-
-class FeatureModel:
-    """A backbone's feature model and its decode+forward function, traced once.
-
-    Built once per process (see `load_feature_model`): DoFn instances of every split share it.
-    """
-
-    def __init__(self, args: BackboneArgs):
-        started = time.perf_counter()
-        self.backbone = get_backbone(args.name, args.weights, args.weights_path)
-        self.model = self.backbone.build_feature_model()
-        model, size = self.model, self.backbone.image_size
-
-        # A fixed signature: one trace serves every batch, the last short one included.
-        # Two functions, so the grid is only materialised when it is stored.
-        def traced(keys: tuple[str, ...]):
-            @tf.function(
-                input_signature=[tf.TensorSpec([None], tf.string)], jit_compile=False, reduce_retracing=True
-            )
-            def extract(encoded: tf.Tensor) -> dict[str, tf.Tensor]:
-                out = model(decode_images(encoded, size), training=False)
-                return {k: out[k] for k in keys}
-
-            return extract
-
-        self._extract = {False: traced(("pooled",)), True: traced(("pooled", "grid"))}
-        # Trace and run both once now, so the first real batch pays no graph set-up.
-        warm = tf.expand_dims(tf.io.encode_png(tf.zeros([8, 8, 3], tf.uint8)), 0)
-        for fn in self._extract.values():
-            fn(warm)
-        self.build_seconds = time.perf_counter() - started
-        _BUILT.add(self)
-        weights = args.weights_path or args.weights
-        log.info("built backbone %s (weights %s) in %.1f s", args.name, weights, self.build_seconds)
-
-    def __call__(self, encoded: list[bytes], with_grid: bool) -> dict[str, np.ndarray]:
-        """Encoded images -> {"pooled": [N, D]} (and "grid": [N, h, w, c] if with_grid)."""
-        out = self._extract[with_grid](tf.constant(encoded, dtype=tf.string))
-        return {k: v.numpy() for k, v in out.items()}
-
-
-# One handle for the module: every ExtractFeatures in a process gets the same model.
-_MODELS = shared.Shared()
-_BUILT: weakref.WeakSet[FeatureModel] = weakref.WeakSet()
-
-
-@atexit.register
-def _release_models() -> None:
-    """Free traced functions before interpreter teardown, which Beam's cache would outlive
-    (TF then prints a TypeError from AtomicFunction.__del__ at exit)."""
-    for model in list(_BUILT):
-        model._extract = {}
-
-
-def load_feature_model(args: BackboneArgs) -> FeatureModel:
-    """The process's FeatureModel for `args`, built on first use and then reused."""
-    return _MODELS.acquire(lambda: FeatureModel(args), tag=args)
-
-
-# --- examples ------------------------------------------------------------------------
-
-
-def parse_example(serialized: bytes) -> tf.train.Example:
-    return tf.train.Example.FromString(serialized)
-
-
-def as_example(raw: tf.train.Example | bytes | Mapping[str, Any]) -> tf.train.Example:
-    """A raw example as a tf.train.Example; dicts map keys to bytes/str/int/float or lists."""
-    if isinstance(raw, tf.train.Example):
-        return raw
-    if isinstance(raw, bytes):
-        return parse_example(raw)
-    example = tf.train.Example()
-    for key, value in raw.items():
-        values = list(value) if isinstance(value, (list, tuple)) else [value]
-        feature = example.features.feature[key]
-        if all(isinstance(v, (bytes, str)) for v in values):
-            feature.bytes_list.value.extend(v.encode("utf-8") if isinstance(v, str) else v for v in values)
-        elif all(isinstance(v, (int, np.integer)) for v in values):
-            feature.int64_list.value.extend(int(v) for v in values)
-        else:
-            feature.float_list.value.extend(float(v) for v in values)
-    return example
-
-
-def _single_bytes(example: tf.train.Example, key: str) -> bytes:
-    feature = example.features.feature.get(key)
-    if feature is None or len(feature.bytes_list.value) != 1:
-        raise ValueError(f"example {_image_id(example)!r} has no single bytes value for {key!r}")
-    return feature.bytes_list.value[0]
-
-
-def _image_id(example: tf.train.Example) -> str:
-    feature = example.features.feature.get(IMAGE_ID_KEY)
-    values = feature.bytes_list.value if feature is not None else []
-    return values[0].decode("utf-8", "replace") if values else "<no image_id>"
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, n = n & 0x7F, n >> 7
-        out.append(low | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def float_feature(values: np.ndarray) -> tf.train.Feature:
-    """A float_list Feature, built from the packed wire format.
-
-    Equal to `Feature(float_list=FloatList(value=values))`, but ~100x faster for a grid of
-    62,720 floats (0.07 ms instead of 6-13 ms), which would otherwise cost a fifth of the
-    backbone's time per image.
-    """
-    packed = np.ascontiguousarray(values, dtype="<f4").reshape(-1).tobytes()
-    float_list = b"\x0a" + _varint(len(packed)) + packed  # FloatList.value = 1, packed
-    feature = b"\x12" + _varint(len(float_list)) + float_list  # Feature.float_list = 2
-    return tf.train.Feature.FromString(feature)
-
-
-def output_example(
-    raw: tf.train.Example, pooled: np.ndarray, grid: np.ndarray | None = None
-) -> tf.train.Example:
-    """The raw example without the image, plus its features (and grid, row-major)."""
-    out = tf.train.Example()
-    for key, feature in raw.features.feature.items():
-        if key not in DROPPED_KEYS:
-            out.features.feature[key].CopyFrom(feature)
-    out.features.feature[FEATURES_KEY].CopyFrom(float_feature(pooled))
-    if grid is not None:
-        out.features.feature[GRID_KEY].CopyFrom(float_feature(grid))
-    return out
-
-
-# --- Beam ----------------------------------------------------------------------------
 
 
 class ExtractFeatures(beam.DoFn):
@@ -214,7 +57,7 @@ class ExtractFeatures(beam.DoFn):
         examples = [as_example(raw) for raw in batch]
         if not examples:
             return
-        encoded = [_single_bytes(ex, ENCODED_KEY) for ex in examples]
+        encoded = [single_bytes(ex, IMAGE_ENCODED_KEY) for ex in examples]
         started = time.perf_counter()
         try:
             out = self._model(encoded, with_grid=self._store_grid)
@@ -253,8 +96,8 @@ def _decode_failure(examples: list[tf.train.Example], encoded: list[bytes], erro
         try:
             decode_image(tf.constant(data), size)
         except tf.errors.InvalidArgumentError:
-            bad.append(_image_id(example))
-    return f"cannot decode image(s) {bad or [_image_id(e) for e in examples]}: {error.message}"
+            bad.append(image_id_of(example))
+    return f"cannot decode image(s) {bad or [image_id_of(e) for e in examples]}: {error.message}"
 
 
 def extract_split(
@@ -310,41 +153,3 @@ def log_summary(metrics: Mapping[str, Mapping[str, int]], seconds: float) -> Non
     log.info("features: %d images in %.1f s, %.1f images/s overall", total, seconds, rate)
 
 
-# --- schema --------------------------------------------------------------------------
-
-
-def features_schema(
-    raw_schema: schema_pb2.Schema, feature_dim: int, grid_shape: tuple[int, int, int] | None = None
-) -> schema_pb2.Schema:
-    """The curated raw schema without the image, plus the features (and grid).
-
-    tf.Transform parses the features artifact with this schema: `image_id` becomes a dense
-    [1] string, `captions` stays variable-length, `image/features` is a dense [feature_dim]
-    float and `image/grid` a dense [h*w*c] float (reshape row-major to (h, w, c)).
-    """
-    schema = schema_pb2.Schema()
-    schema.CopyFrom(raw_schema)
-    names = [f.name for f in schema.feature]
-    if IMAGE_ID_KEY not in names:
-        raise ValueError(f"the raw schema has no {IMAGE_ID_KEY!r} feature; it has {names}")
-    kept = [f for f in schema.feature if f.name not in DROPPED_KEYS]
-    del schema.feature[:]
-    schema.feature.extend(kept)
-    for feature in schema.feature:
-        if feature.name == IMAGE_ID_KEY:
-            feature.shape.CopyFrom(_shape(1))  # replaces value_count (a oneof)
-    schema.feature.append(_float_feature(FEATURES_KEY, feature_dim))
-    if grid_shape is not None:
-        schema.feature.append(_float_feature(GRID_KEY, int(np.prod(grid_shape))))
-    return schema
-
-
-def _shape(size: int) -> schema_pb2.FixedShape:
-    return schema_pb2.FixedShape(dim=[schema_pb2.FixedShape.Dim(size=size)])
-
-
-def _float_feature(name: str, size: int) -> schema_pb2.Feature:
-    feature = schema_pb2.Feature(name=name, type=schema_pb2.FLOAT, shape=_shape(size))
-    feature.presence.min_fraction = 1.0
-    feature.presence.min_count = 1
-    return feature
