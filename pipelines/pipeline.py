@@ -17,7 +17,8 @@ from components.caption_pusher.component import CaptionPusher
 from components.feature_extractor.component import FeatureExtractor
 from components.flickr8k_example_gen.component import Flickr8kExampleGen
 from configs import Config
-from models.trainer import trainer_config
+from configs.config import TrainerSections
+from models.contract import SCHEMA_FILE
 
 
 def beam_pipeline_args(config: Config) -> list[str]:
@@ -27,40 +28,6 @@ def beam_pipeline_args(config: Config) -> list[str]:
         f"--direct_num_workers={config.beam.direct_num_workers}",
     ]
     return args + list(config.beam.extra_args)
-
-
-def ingestion(config: Config, data_dir: Path, splits: list[str], data_fingerprint: str) -> Flickr8kExampleGen:
-    """The ExampleGen node for the snapshot in `data_dir` (also used by bench/scaling.py)."""
-    return Flickr8kExampleGen(
-        data_dir=str(data_dir),
-        splits=splits,
-        data_fingerprint=data_fingerprint,
-        max_skipped_fraction=config.ingest.max_skipped_fraction,
-        max_image_pixels=config.ingest.max_image_pixels,
-        num_shards=config.ingest.num_shards,
-    )
-
-
-def curated_schema(config: Config, repo_path: Callable[[str], str]) -> tfx.components.ImportSchemaGen:
-    return tfx.components.ImportSchemaGen(
-        schema_file=repo_path(config.validation.schema_dir).rstrip("/") + "/schema.pbtxt"
-    )
-
-
-def feature_extraction(
-    config: Config, example_gen: Flickr8kExampleGen, schema_gen: tfx.components.ImportSchemaGen,
-    repo_path: Callable[[str], str],
-) -> FeatureExtractor:
-    """The FeatureExtractor node: the configured backbone (and the grid when the model needs it)."""
-    return FeatureExtractor(
-        examples=example_gen.outputs["examples"],
-        schema=schema_gen.outputs["schema"],
-        backbone=config.features.backbone,
-        weights=config.features.weights,
-        weights_path=config.features.weights_path and repo_path(config.features.weights_path),
-        batch_size=config.features.batch_size,
-        store_grid=config.stores_grid,
-    )
 
 
 def create_pipeline(
@@ -82,11 +49,20 @@ def create_pipeline(
     """
     repo_path = repo_path or (lambda path: str(config.resolve(path)))
     # Images and captions in the Flickr8k layout -> tf.Examples split by image.
-    example_gen = ingestion(config, data_dir, splits, data_fingerprint)
+    example_gen = Flickr8kExampleGen(
+        data_dir=str(data_dir),
+        splits=splits,
+        data_fingerprint=data_fingerprint,
+        max_skipped_fraction=config.ingest.max_skipped_fraction,
+        max_image_pixels=config.ingest.max_image_pixels,
+        num_shards=config.ingest.num_shards,
+    )
     # Statistics of every split, for validation and for people (TFDV facets).
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     # The curated schema committed in the repo, not one inferred from this run's data.
-    schema_gen = curated_schema(config, repo_path)
+    schema_gen = tfx.components.ImportSchemaGen(
+        schema_file=repo_path(config.validation.schema_dir).rstrip("/") + "/" + SCHEMA_FILE
+    )
     # Anomalies of each split against that schema.
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
@@ -95,7 +71,15 @@ def create_pipeline(
     anomalies_check = AnomaliesCheck(anomalies=example_validator.outputs["anomalies"])
 
     # Backbone features of every image, keyed by image_id (cached while data and backbone hold).
-    features = feature_extraction(config, example_gen, schema_gen, repo_path)
+    features = FeatureExtractor(
+        examples=example_gen.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
+        backbone=config.features.backbone,
+        weights=config.features.weights,
+        weights_path=config.features.weights_path and repo_path(config.features.weights_path),
+        batch_size=config.features.batch_size,
+        store_grid=config.stores_grid,
+    )
     features.add_upstream_node(anomalies_check)  # no compute on data that failed validation
     # Captions -> normalised tokens -> ids; the vocabulary is built on the train split only.
     transform = tfx.components.Transform(
@@ -114,7 +98,7 @@ def create_pipeline(
         transform_graph=transform.outputs["transform_graph"],
         train_args=tfx.proto.TrainArgs(splits=[config.data.train_split]),
         eval_args=tfx.proto.EvalArgs(splits=[config.data.eval_split]),
-        custom_config=trainer_config(config),
+        custom_config=TrainerSections.of(config).to_custom_config(),
     )
     # The latest blessed model so far: the baseline a new model must not fall behind.
     latest_blessed = tfx.dsl.Resolver(
