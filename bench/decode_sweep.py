@@ -32,20 +32,21 @@ def main(argv: list[str] | None = None) -> int:
     import tensorflow as tf
     import tensorflow_transform as tft
 
-    from components.bleu_evaluator.bleu import corpus_bleu_scores
-    from components.bleu_evaluator.cider import corpus_cider
-    from components.transform.vocabulary import load_vocabulary
+    from models.metrics import corpus_bleu_scores
+    from models.metrics import corpus_cider
+    from models.vocabulary import load_vocabulary
     from configs import load_config
     from data.layout import scan_layout
     from models.backbones import get_backbone
     from models.decoding import beam_search_decode, greedy_decode
     from models.export import CaptionPipeline, DecodeSettings
-    from models.trainer import TrainerConfig, build_model, trainer_config
+    from configs.config import TrainerSections
+    from models.trainer import build_model
 
     config = load_config(args.profile)
-    cfg = TrainerConfig(**trainer_config(config))
+    cfg = TrainerSections.of(config)
     vocabulary = load_vocabulary(tft.TFTransformOutput(args.transform_graph))
-    backbone = get_backbone(cfg.backbone, cfg.weights, cfg.weights_path)
+    backbone = get_backbone(cfg.features.backbone, cfg.features.weights, cfg.features.weights_path)
     h, w, c = backbone.grid_shape
     dummy = {"image_features": tf.zeros([1, backbone.feature_dim]), "image_grid": tf.zeros([1, h * w, c])}
     captioner = build_model(len(vocabulary), cfg)
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         records = records[: args.limit]
 
     # The export's own image and text paths; only the decoding settings vary below.
-    settings = DecodeSettings(cfg.max_length, cfg.beam_width, cfg.length_penalty, cfg.default_decoder)
+    settings = DecodeSettings(cfg.text.max_length, cfg.decode.beam_width, cfg.decode.length_penalty, cfg.decode.default)
     pipeline = CaptionPipeline(backbone.build_feature_model(), captioner, vocabulary, backbone.image_size, settings)
     started = time.monotonic()
     parts = [

@@ -81,7 +81,7 @@ def load_images(images: Path, limit: int, workdir: Path) -> tuple[list[bytes], s
     from data import synthetic
 
     out = workdir / "synthetic"
-    synthetic.generate_dataset(out, synthetic.SyntheticSpec(num_images=limit, seed=0))
+    synthetic.generate_dataset(out, synthetic.SyntheticConfig(num_images=limit, seed=0))
     paths = sorted((out / synthetic.IMAGES_DIR).glob("*.jpg"))[:limit]
     return [p.read_bytes() for p in paths], f"synthetic ({images} not found)"
 
@@ -94,7 +94,7 @@ def fresh_model(max_length: int, export_dir: Path):
     import numpy as np
     import tensorflow as tf
 
-    from components.transform import text
+    from models import text
     from models.backbones import get_backbone
     from models.decoder import MergeCaptioner
     from models.export import DecodeSettings, export_serving_model
@@ -203,7 +203,7 @@ class Notebook:
         import numpy as np
         import tensorflow as tf
 
-        from components.transform import text
+        from models import text
         from models.images import decode_images
 
         self.np, self.keras = np, keras

@@ -45,9 +45,9 @@ def load_images(directory: Path | None, count: int = 32) -> list[bytes]:
         if not files:
             raise SystemExit(f"error: no .jpg files in {directory}")
         return [f.read_bytes() for f in files]
-    from data.synthetic import SyntheticSpec, draw, encode_jpeg, plan_dataset
+    from data.synthetic import SyntheticConfig, draw, encode_jpeg, plan_dataset
 
-    return [encode_jpeg(draw(r.attributes, r.size)) for r in plan_dataset(SyntheticSpec(num_images=count, seed=7))]
+    return [encode_jpeg(draw(r.attributes, r.size)) for r in plan_dataset(SyntheticConfig(num_images=count, seed=7))]
 
 
 def request_bodies(images: list[bytes], batch: int, signature: str | None) -> list[bytes]:

@@ -7,7 +7,9 @@ Used by the runners (pipelines/), tracking.lineage and tracking.ui, so `--profil
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
 
 from configs.config import Config, ConfigError, available_profiles, load_config, parse_override
 
@@ -35,3 +37,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from e
+
+
+def quiet_third_party_noise() -> None:
+    """Hide start-up chatter that says nothing about this run (TF C++ logs, google-* warnings)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    warnings.filterwarnings("ignore", message=".*non-supported Python version.*", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*google-cloud-storage < 3.0.0.*", category=FutureWarning)

@@ -11,6 +11,7 @@ typo never silently falls back to a default. Nothing runs at import time.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -46,13 +47,29 @@ class PipelineConfig:
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticConfig:
-    """The generated dataset of the smoke profile (see data/synthetic.py)."""
+    """The generated dataset of the smoke profile (data/synthetic.py): everything that
+    determines it, so equal configs give equal bytes."""
 
     num_images: int = 60
     seed: int = 0
     min_size: int = 96
     max_size: int = 256
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+
+    def __post_init__(self) -> None:
+        # Normalise lists (e.g. from JSON) to a tuple so configs compare equal.
+        object.__setattr__(self, "split_fractions", tuple(float(f) for f in self.split_fractions))
+        if self.num_images < 1:
+            raise ConfigError(f"data.synthetic.num_images must be >= 1, got {self.num_images}")
+        if not 32 <= self.min_size <= self.max_size:
+            raise ConfigError(
+                f"data.synthetic needs 32 <= min_size <= max_size, got {self.min_size}, {self.max_size}"
+            )
+        fractions = self.split_fractions
+        if len(fractions) != 3 or any(f < 0 for f in fractions):
+            raise ConfigError(f"data.synthetic.split_fractions must be 3 non-negative numbers, got {fractions}")
+        if not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
+            raise ConfigError(f"data.synthetic.split_fractions must sum to 1, got {fractions}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,7 +197,7 @@ class TrainConfig:
     lr_decay_min_delta: float = 0.0
     # Which epoch early stopping keeps (and stops on): "val_loss", the lowest eval loss; or
     # "bleu_1".."bleu_4", the highest greedy BLEU on the eval images, scored after every
-    # epoch (models/epoch_bleu.py; about 3 s for 1,000 Flickr8k images on 2 cores).
+    # epoch (models/epoch_bleu.py; a few seconds an epoch, timed in the training log).
     select_by: str = "val_loss"
     # 0: no limit. A positive value caps optimizer steps (e.g. 1 for a deliberately bad model).
     max_steps: int = 0
@@ -309,6 +326,37 @@ class Config:
     def to_flat_dict(self) -> dict[str, Any]:
         """`section.key -> value`, for logging the whole config (e.g. as MLflow params)."""
         return _flatten(dataclasses.asdict(self))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerSections:
+    """The Config sections the Trainer's run_fn reads, as they travel in its custom_config.
+
+    TFX passes custom_config as JSON, so the pipeline sends `to_custom_config()` (a plain
+    dict of the sections) and run_fn rebuilds them with `from_custom_config`, the same
+    typed loader as the profiles: one definition of every training setting, no copies.
+    """
+
+    features: FeaturesConfig
+    text: TextConfig
+    model: ModelConfig
+    train: TrainConfig
+    decode: DecodeConfig
+
+    @classmethod
+    def of(cls, config: Config) -> TrainerSections:
+        """The sections of `config`, with `features.weights_path` made absolute."""
+        features = config.features
+        if features.weights_path:
+            features = dataclasses.replace(features, weights_path=str(config.resolve(features.weights_path)))
+        return cls(features, config.text, config.model, config.train, config.decode)
+
+    def to_custom_config(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_custom_config(cls, raw: Mapping[str, Any]) -> TrainerSections:
+        return _build(cls, dict(raw), path="")
 
 
 def is_uri(path: str) -> bool:

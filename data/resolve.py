@@ -6,7 +6,6 @@ data (idempotently), the flickr8k profiles read an existing copy or download the
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -24,7 +23,7 @@ def ensure_dataset(config: Config) -> Path:
     """The data directory of `config`, generated or downloaded first when needed."""
     data_dir = config.data_dir
     if config.data.source == "synthetic":
-        spec = synthetic.SyntheticSpec(**dataclasses.asdict(config.data.synthetic))
+        spec = config.data.synthetic
         synthetic.generate_dataset(data_dir, spec)
         return data_dir
     if layout.looks_like_flickr8k_layout(data_dir):

@@ -38,6 +38,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from configs.config import SyntheticConfig
 from data import layout
 
 # Bumped whenever the output for a given spec changes, so a directory made by
@@ -81,35 +82,10 @@ _SHAPE_ADJ = {"circle": "round", "square": "square", "triangle": "triangular"}
 _BIG_WORD = {"small": "small", "large": "big"}
 
 
-@dataclass(frozen=True)
-class SyntheticSpec:
-    """Everything that determines the dataset; equal specs give equal bytes."""
-
-    num_images: int = 60
-    seed: int = 0
-    min_size: int = 96
-    max_size: int = 256
-    split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
-
-    def __post_init__(self) -> None:
-        # Normalise lists (e.g. from JSON) to a tuple so specs compare equal.
-        object.__setattr__(self, "split_fractions", tuple(float(f) for f in self.split_fractions))
-        if self.num_images < 1:
-            raise ValueError(f"num_images must be >= 1, got {self.num_images}")
-        if not 32 <= self.min_size <= self.max_size:
-            raise ValueError(
-                f"need 32 <= min_size <= max_size, got {self.min_size}, {self.max_size}"
-            )
-        fractions = self.split_fractions
-        if len(fractions) != 3 or any(f < 0 for f in fractions):
-            raise ValueError(f"split_fractions must be 3 non-negative numbers, got {fractions}")
-        if not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
-            raise ValueError(f"split_fractions must sum to 1, got {fractions}")
-
-    def to_json(self) -> dict:
-        """The JSON form stored next to the data to detect a changed spec."""
-        fields = {**asdict(self), "split_fractions": list(self.split_fractions)}
-        return {"generator_version": GENERATOR_VERSION, **fields}
+def spec_json(spec: SyntheticConfig) -> dict:
+    """The JSON form stored next to the data to detect a changed spec."""
+    fields = {**asdict(spec), "split_fractions": list(spec.split_fractions)}
+    return {"generator_version": GENERATOR_VERSION, **fields}
 
 
 @dataclass(frozen=True)
@@ -266,7 +242,7 @@ def _balanced(rng: np.random.Generator, values: Sequence, n: int) -> list:
     return [repeated[i] for i in rng.permutation(n)]
 
 
-def plan_dataset(spec: SyntheticSpec) -> list[ImageRecord]:
+def plan_dataset(spec: SyntheticConfig) -> list[ImageRecord]:
     """Every image's id, attributes and size, from ``spec`` alone (no I/O)."""
     rng = np.random.default_rng(spec.seed)
     n = spec.num_images
@@ -316,7 +292,7 @@ def split_counts(n: int, fractions: Sequence[float]) -> list[int]:
     return counts
 
 
-def assign_splits(records: Sequence[ImageRecord], spec: SyntheticSpec) -> dict[str, list[ImageRecord]]:
+def assign_splits(records: Sequence[ImageRecord], spec: SyntheticConfig) -> dict[str, list[ImageRecord]]:
     """Partition the images (never one image in two splits) by ``spec``'s fractions."""
     # A separate stream so changing the split does not change the images.
     order = np.random.default_rng([spec.seed, 1]).permutation(len(records))
@@ -339,7 +315,7 @@ def _write_text(path: Path, lines: Sequence[str]) -> None:
         handle.writelines(f"{line}\n" for line in lines)
 
 
-def _write_dataset(directory: Path, spec: SyntheticSpec) -> dict:
+def _write_dataset(directory: Path, spec: SyntheticConfig) -> dict:
     records = plan_dataset(spec)
     images_dir = directory / IMAGES_DIR
     images_dir.mkdir()
@@ -353,8 +329,8 @@ def _write_dataset(directory: Path, spec: SyntheticSpec) -> dict:
     for name, filename in SPLIT_FILES.items():
         _write_text(directory / filename, [record.filename for record in splits[name]])
     # Written last: its presence marks a complete directory.
-    spec_json = json.dumps(spec.to_json(), indent=2, sort_keys=True) + "\n"
-    (directory / SPEC_FILE).write_text(spec_json, encoding="utf-8")
+    stored = json.dumps(spec_json(spec), indent=2, sort_keys=True) + "\n"
+    (directory / SPEC_FILE).write_text(stored, encoding="utf-8")
     return _summary(directory)
 
 
@@ -373,14 +349,14 @@ def _summary(directory: Path) -> dict:
     }
 
 
-def _is_complete(directory: Path, spec: SyntheticSpec) -> bool:
+def _is_complete(directory: Path, spec: SyntheticConfig) -> bool:
     """True when ``directory`` already holds this spec's dataset."""
     try:
         stored = json.loads((directory / SPEC_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     files = [TOKEN_FILE, *SPLIT_FILES.values()]
-    return stored == spec.to_json() and (directory / IMAGES_DIR).is_dir() and all(
+    return stored == spec_json(spec) and (directory / IMAGES_DIR).is_dir() and all(
         (directory / name).is_file() for name in files
     )
 
@@ -390,7 +366,7 @@ def _is_replaceable(directory: Path) -> bool:
     return (directory / SPEC_FILE).is_file() or not any(directory.iterdir())
 
 
-def generate_dataset(out_dir: Path | str, spec: SyntheticSpec = SyntheticSpec()) -> dict:
+def generate_dataset(out_dir: Path | str, spec: SyntheticConfig = SyntheticConfig()) -> dict:
     """Write the dataset of ``spec`` into ``out_dir``; return its summary.
 
     Atomic: everything is written into a temporary sibling directory that is
@@ -437,7 +413,7 @@ def generate_dataset(out_dir: Path | str, spec: SyntheticSpec = SyntheticSpec())
 
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's parser, separate from ``main`` so other options can be added."""
-    defaults = SyntheticSpec()
+    defaults = SyntheticConfig()
     parser = argparse.ArgumentParser(
         prog="python -m data.synthetic",
         description=(
@@ -483,10 +459,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         config = load_config(args.profile)
         args.out = args.out or config.data_dir
-        spec = SyntheticSpec(**asdict(config.data.synthetic))
+        spec = config.data.synthetic
     else:
         try:
-            spec = SyntheticSpec(num_images=args.num_images, seed=args.seed)
+            spec = SyntheticConfig(num_images=args.num_images, seed=args.seed)
         except ValueError as error:
             parser.error(str(error))
     if args.out is None:

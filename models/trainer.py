@@ -2,8 +2,9 @@
 
 Called by TFX's Trainer component (`run_fn="models.trainer.run_fn"` in
 pipelines/pipeline.py) with the transformed examples and the transform graph. The
-hyper-parameters arrive as `custom_config` (built from the typed config by
-`trainer_config`), so the run is fully described by the pipeline's exec properties.
+hyper-parameters arrive as `custom_config`: the config's sections as a plain dict
+(`configs.config.TrainerSections`), rebuilt here with the profiles' typed loader, so the
+run is fully described by the pipeline's exec properties.
 """
 
 from __future__ import annotations
@@ -20,77 +21,22 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from components.transform.vocabulary import load_vocabulary
+from configs.config import TrainerSections
 from models.attention import AttentionCaptioner
 from models.backbones import get_backbone
+from models.contract import (
+    CAPTION_IDS_KEY,
+    HISTORY_FILE,
+    TRANSFORMED_FEATURES_KEY,
+    TRANSFORMED_GRID_KEY,
+    TRANSFORMED_IMAGE_ID_KEY,
+)
 from models.decoder import MergeCaptioner
 from models.epoch_bleu import EpochBleu, references_by_image
 from models.export import DecodeSettings, export_serving_model
+from models.vocabulary import load_vocabulary
 
 log = logging.getLogger(__name__)
-
-HISTORY_FILE = "history.json"
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainerConfig:
-    """Everything run_fn needs, flattened from the project config (JSON-safe)."""
-
-    backbone: str
-    weights: str | None
-    weights_path: str | None
-    max_length: int
-    architecture: str
-    embedding_dim: int
-    hidden_dim: int
-    dropout: float
-    attention_dim: int
-    attention_coverage: float
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    early_stopping_patience: int
-    lr_decay_factor: float
-    lr_decay_min_delta: float
-    select_by: str
-    max_steps: int
-    seed: int
-    beam_width: int
-    length_penalty: float
-    no_repeat_ngram_size: int
-    default_decoder: str
-
-
-def trainer_config(config: Any) -> dict[str, Any]:
-    """The Trainer's custom_config from the project Config."""
-    return dataclasses.asdict(
-        TrainerConfig(
-            backbone=config.features.backbone,
-            weights=config.features.weights,
-            weights_path=config.features.weights_path
-            and str(config.resolve(config.features.weights_path)),
-            max_length=config.text.max_length,
-            architecture=config.model.architecture,
-            embedding_dim=config.model.embedding_dim,
-            hidden_dim=config.model.hidden_dim,
-            dropout=config.model.dropout,
-            attention_dim=config.model.attention_dim,
-            attention_coverage=config.model.attention_coverage,
-            epochs=config.train.epochs,
-            batch_size=config.train.batch_size,
-            learning_rate=config.train.learning_rate,
-            early_stopping_patience=config.train.early_stopping_patience,
-            lr_decay_factor=config.train.lr_decay_factor,
-            lr_decay_min_delta=config.train.lr_decay_min_delta,
-            select_by=config.train.select_by,
-            max_steps=config.train.max_steps,
-            seed=config.train.seed,
-            beam_width=config.decode.beam_width,
-            length_penalty=config.decode.length_penalty,
-            no_repeat_ngram_size=config.decode.no_repeat_ngram_size,
-            default_decoder=config.decode.default,
-        )
-    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +57,7 @@ def load_caption_rows(
     file_pattern: list[str] | str,
     feature_spec: dict[str, Any],
     max_length: int,
-    image_inputs: tuple[str, ...] = ("image_features",),
+    image_inputs: tuple[str, ...] = (TRANSFORMED_FEATURES_KEY,),
     grid_shape: tuple[int, int, int] | None = None,
 ) -> CaptionRows:
     """Reads the transformed examples: one per image, with all of its captions.
@@ -121,26 +67,26 @@ def load_caption_rows(
     """
     patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
     files = sorted(f for pattern in patterns for f in tf.io.gfile.glob(pattern))
-    if "image_grid" in image_inputs and "image_grid" not in feature_spec:
+    if TRANSFORMED_GRID_KEY in image_inputs and TRANSFORMED_GRID_KEY not in feature_spec:
         raise ValueError(
             "the attention model needs the image grid, but the transformed examples have none "
             "(the FeatureExtractor ran with store_grid false)"
         )
-    spec = {k: feature_spec[k] for k in ("image_id", "caption_ids", *image_inputs)}
+    spec = {k: feature_spec[k] for k in (TRANSFORMED_IMAGE_ID_KEY, CAPTION_IDS_KEY, *image_inputs)}
     image_ids, captions_per_image = [], []
     images: dict[str, list[np.ndarray]] = {name: [] for name in image_inputs}
     batches = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(256)
     for batch in batches.map(lambda serialized: tf.io.parse_example(serialized, spec)):
-        ids = batch["caption_ids"]
+        ids = batch[CAPTION_IDS_KEY]
         ids = tf.sparse.to_dense(ids) if isinstance(ids, tf.SparseTensor) else ids
         ids = tf.reshape(ids, [tf.shape(ids)[0], -1, max_length]).numpy()  # [B, captions, L]
-        image_ids.extend(batch["image_id"].numpy())
+        image_ids.extend(batch[TRANSFORMED_IMAGE_ID_KEY].numpy())
         captions_per_image.extend(ids)
-        if "image_features" in images:
-            images["image_features"].append(batch["image_features"].numpy())
-        if "image_grid" in images:
-            grid = batch["image_grid"].numpy().astype(np.float16)
-            images["image_grid"].append(grid.reshape(len(grid), -1, grid_shape[-1]))
+        if TRANSFORMED_FEATURES_KEY in images:
+            images[TRANSFORMED_FEATURES_KEY].append(batch[TRANSFORMED_FEATURES_KEY].numpy())
+        if TRANSFORMED_GRID_KEY in images:
+            grid = batch[TRANSFORMED_GRID_KEY].numpy().astype(np.float16)
+            images[TRANSFORMED_GRID_KEY].append(grid.reshape(len(grid), -1, grid_shape[-1]))
     if not image_ids:
         raise ValueError(f"no examples in {files}")
     order = np.argsort(np.array(image_ids), kind="stable")
@@ -179,17 +125,18 @@ def caption_dataset(rows: CaptionRows, batch_size: int, shuffle_seed: int | None
     return ds.batch(batch_size).map(teacher_forcing, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def build_model(vocab_size: int, cfg: TrainerConfig) -> keras.Model:
+def build_model(vocab_size: int, cfg: TrainerSections) -> keras.Model:
     """The configured decoder, compiled for teacher forcing with the masked loss."""
-    optimizer = keras.optimizers.Adam(cfg.learning_rate)
-    if cfg.architecture == "attention":
+    optimizer = keras.optimizers.Adam(cfg.train.learning_rate)
+    if cfg.model.architecture == "attention":
+        m = cfg.model
         model = AttentionCaptioner(
-            vocab_size, cfg.embedding_dim, cfg.hidden_dim, cfg.dropout, cfg.attention_dim, cfg.attention_coverage
+            vocab_size, m.embedding_dim, m.hidden_dim, m.dropout, m.attention_dim, m.attention_coverage
         )
         # Unrolled over every caption position: clip, as is usual for recurrent models.
-        optimizer = keras.optimizers.Adam(cfg.learning_rate, clipnorm=5.0)
+        optimizer = keras.optimizers.Adam(cfg.train.learning_rate, clipnorm=5.0)
     else:
-        model = MergeCaptioner(vocab_size, cfg.embedding_dim, cfg.hidden_dim, cfg.dropout)
+        model = MergeCaptioner(vocab_size, cfg.model.embedding_dim, cfg.model.hidden_dim, cfg.model.dropout)
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -202,27 +149,28 @@ def train(
     train_files: list[str] | str,
     eval_files: list[str] | str,
     tft_output: tft.TFTransformOutput,
-    cfg: TrainerConfig,
+    cfg: TrainerSections,
 ) -> tuple[keras.Model, list[str], dict[str, list[float]]]:
     """Fit the decoder; returns the model (the best epoch's weights), vocabulary and history."""
-    keras.utils.set_random_seed(cfg.seed)
+    keras.utils.set_random_seed(cfg.train.seed)
     vocabulary = load_vocabulary(tft_output)
     spec = tft_output.transformed_feature_spec()
     model = build_model(len(vocabulary), cfg)
-    image_args = {"image_inputs": model.image_inputs, "grid_shape": get_backbone(cfg.backbone, weights=None).grid_shape}
-    eval_rows = load_caption_rows(eval_files, spec, cfg.max_length, **image_args)
-    train_rows = load_caption_rows(train_files, spec, cfg.max_length, **image_args)
-    train_ds = caption_dataset(train_rows, cfg.batch_size, shuffle_seed=cfg.seed)
-    eval_ds = caption_dataset(eval_rows, cfg.batch_size, shuffle_seed=None)
+    grid_shape = get_backbone(cfg.features.backbone, weights=None).grid_shape
+    image_args = {"image_inputs": model.image_inputs, "grid_shape": grid_shape}
+    eval_rows = load_caption_rows(eval_files, spec, cfg.text.max_length, **image_args)
+    train_rows = load_caption_rows(train_files, spec, cfg.text.max_length, **image_args)
+    train_ds = caption_dataset(train_rows, cfg.train.batch_size, shuffle_seed=cfg.train.seed)
+    eval_ds = caption_dataset(eval_rows, cfg.train.batch_size, shuffle_seed=None)
     del train_rows  # the dataset holds the arrays
-    fit_args: dict[str, Any] = {"epochs": cfg.epochs}
-    if cfg.max_steps > 0:  # a capped run, e.g. a deliberately undertrained model
+    fit_args: dict[str, Any] = {"epochs": cfg.train.epochs}
+    if cfg.train.max_steps > 0:  # a capped run, e.g. a deliberately undertrained model
         train_ds = train_ds.repeat()
-        fit_args = {"epochs": 1, "steps_per_epoch": cfg.max_steps}
+        fit_args = {"epochs": 1, "steps_per_epoch": cfg.train.max_steps}
     epoch_bleu = None
-    if cfg.select_by != "val_loss":
+    if cfg.train.select_by != "val_loss":
         references = references_by_image(eval_rows.image_index, eval_rows.captions, vocabulary)
-        epoch_bleu = EpochBleu(eval_rows.images, references, vocabulary, cfg.max_length)
+        epoch_bleu = EpochBleu(eval_rows.images, references, vocabulary, cfg.text.max_length)
     epoch_log = _EpochLog()
     started = time.monotonic()
     history = model.fit(
@@ -235,25 +183,28 @@ def train(
     }
 
 
-def fit_callbacks(cfg: TrainerConfig, epoch_bleu: keras.callbacks.Callback | None = None) -> list[keras.callbacks.Callback]:
+def fit_callbacks(cfg: TrainerSections, epoch_bleu: keras.callbacks.Callback | None = None) -> list[keras.callbacks.Callback]:
     """Early stopping (best weights restored) on eval loss or, with `select_by` a BLEU score,
     on that greedy eval BLEU from `epoch_bleu`; and, if configured, LR decay on eval loss."""
-    if cfg.select_by == "val_loss":
+    if cfg.train.select_by == "val_loss":
         callbacks: list[keras.callbacks.Callback] = []
         monitor, mode = "val_loss", "min"
     elif epoch_bleu is None:
-        raise ValueError(f"train.select_by {cfg.select_by!r} needs the EpochBleu callback")
+        raise ValueError(f"train.select_by {cfg.train.select_by!r} needs the EpochBleu callback")
     else:
-        callbacks, monitor, mode = [epoch_bleu], f"val_{cfg.select_by}", "max"
+        callbacks, monitor, mode = [epoch_bleu], f"val_{cfg.train.select_by}", "max"
     callbacks.append(
         keras.callbacks.EarlyStopping(
-            monitor=monitor, mode=mode, patience=cfg.early_stopping_patience, restore_best_weights=True
+            monitor=monitor, mode=mode, patience=cfg.train.early_stopping_patience, restore_best_weights=True
         )
     )
-    if cfg.lr_decay_factor < 1.0:
+    if cfg.train.lr_decay_factor < 1.0:
         callbacks.append(
             keras.callbacks.ReduceLROnPlateau(
-                monitor="val_loss", factor=cfg.lr_decay_factor, patience=1, min_delta=cfg.lr_decay_min_delta
+                monitor="val_loss",
+                factor=cfg.train.lr_decay_factor,
+                patience=1,
+                min_delta=cfg.train.lr_decay_min_delta,
             )
         )
     return callbacks
@@ -261,13 +212,13 @@ def fit_callbacks(cfg: TrainerConfig, epoch_bleu: keras.callbacks.Callback | Non
 
 def run_fn(fn_args: Any) -> None:
     """TFX Trainer entry: train on the train split, early-stop on eval, export for serving."""
-    cfg = TrainerConfig(**fn_args.custom_config)
+    cfg = TrainerSections.from_custom_config(fn_args.custom_config)
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     model, vocabulary, history = train(fn_args.train_files, fn_args.eval_files, tft_output, cfg)
     run_dir = Path(fn_args.model_run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / HISTORY_FILE).write_text(json.dumps(history, indent=2))
-    backbone = get_backbone(cfg.backbone, cfg.weights, cfg.weights_path)
+    backbone = get_backbone(cfg.features.backbone, cfg.features.weights, cfg.features.weights_path)
     started = time.monotonic()
     export_serving_model(
         feature_model=backbone.build_feature_model(),
@@ -275,7 +226,11 @@ def run_fn(fn_args: Any) -> None:
         vocabulary=vocabulary,
         image_size=backbone.image_size,
         settings=DecodeSettings(
-            cfg.max_length, cfg.beam_width, cfg.length_penalty, cfg.default_decoder, cfg.no_repeat_ngram_size
+            cfg.text.max_length,
+            cfg.decode.beam_width,
+            cfg.decode.length_penalty,
+            cfg.decode.default,
+            cfg.decode.no_repeat_ngram_size,
         ),
         export_dir=fn_args.serving_model_dir,
     )

@@ -13,19 +13,19 @@ import random
 from pathlib import Path
 
 from data import layout, synthetic
-from data.synthetic import SyntheticSpec
+from configs.config import SyntheticConfig
 
 
 def make_dataset(tmp_path: Path, num_images: int = 40, seed: int = 1) -> Path:
     """A clean synthetic dataset in `tmp_path/flickr8k`; returns its root."""
     root = Path(tmp_path) / "flickr8k"
-    synthetic.generate_dataset(root, SyntheticSpec(num_images=num_images, seed=seed))
+    synthetic.generate_dataset(root, SyntheticConfig(num_images=num_images, seed=seed))
     return root
 
 
 def planned(num_images: int = 40, seed: int = 1) -> dict[str, synthetic.ImageRecord]:
     """What the generator drew for this spec, by image id (sizes, attributes)."""
-    spec = SyntheticSpec(num_images=num_images, seed=seed)
+    spec = SyntheticConfig(num_images=num_images, seed=seed)
     return {record.image_id: record for record in synthetic.plan_dataset(spec)}
 
 

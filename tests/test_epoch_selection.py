@@ -6,16 +6,17 @@ which epoch's weights the trained model ends up with.
 
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.transform import text
+from models import text
 from configs import ConfigError, load_config
 from models.epoch_bleu import EpochBleu, references_by_image
-from models.trainer import TrainerConfig, build_model, fit_callbacks, trainer_config
+from configs.config import TrainerSections
+from tests.runs import trainer_sections
+from models.trainer import build_model, fit_callbacks
 
 WORDS = ["a", "dog", "cat", "runs", "sits", "on", "grass", "sofa"]
 VOCAB = [text.PAD, text.START, text.END, *WORDS, text.UNK]
@@ -23,11 +24,8 @@ CLASSES = [["a", "dog", "runs", "on", "grass"], ["a", "cat", "sits", "on", "sofa
 LENGTH, CELLS, CHANNELS = 8, 4, 6
 
 
-def config(**changes) -> TrainerConfig:
-    base = TrainerConfig(**trainer_config(load_config("smoke_attention")))
-    return dataclasses.replace(
-        base, embedding_dim=16, hidden_dim=32, attention_dim=8, dropout=0.0, max_length=LENGTH, **changes
-    )
+def config(**changes) -> TrainerSections:
+    return trainer_sections(embedding_dim=16, hidden_dim=32, attention_dim=8, dropout=0.0, max_length=LENGTH, **changes)
 
 
 def caption_ids(words: list[str]) -> np.ndarray:
@@ -60,7 +58,7 @@ def test_epoch_bleu_scores_the_eval_images_every_epoch_and_sees_the_model_learn(
     assert references["0"] == [" ".join(CLASSES[eval_classes[0]])]
     epoch_bleu = EpochBleu({"image_grid": eval_grids}, references, VOCAB, LENGTH, batch_size=5)
 
-    tf.keras.utils.set_random_seed(cfg.seed)
+    tf.keras.utils.set_random_seed(cfg.train.seed)
     model = build_model(len(VOCAB), cfg)
     history = model.fit(
         batches(train_grids, train_classes),
@@ -96,7 +94,7 @@ def test_early_stopping_keeps_the_epoch_with_the_best_bleu_not_the_lowest_eval_l
     cfg = config(learning_rate=0.01, select_by="bleu_4", early_stopping_patience=2)
     grids, classes = images(0, 32)
     scores = ScriptedScores([0.10, 0.30, 0.20, 0.25, 0.90, 0.95])
-    tf.keras.utils.set_random_seed(cfg.seed)
+    tf.keras.utils.set_random_seed(cfg.train.seed)
     model = build_model(len(VOCAB), cfg)
     history = model.fit(
         batches(grids, classes), validation_data=batches(grids, classes), epochs=6,

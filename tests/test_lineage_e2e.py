@@ -41,7 +41,7 @@ def test_lineage_of_version_1_names_data_runs_and_bleu(smoke_run, capsys, monkey
     assert found["profile"] == "smoke"
     assert found["config_params"]["features.backbone"] == config.features.backbone
     assert found["config_uri"].endswith("/config/config.json")
-    assert found["trainer_config"]["epochs"] == config.train.epochs
+    assert found["trainer_config"]["train"]["epochs"] == config.train.epochs
     assert found["pushed_destination"] == str(config.push_dir / "1")
     run = MlflowClient(tracking_uri=config.mlflow.tracking_uri).get_run(smoke_run.mlflow_run_id)
     assert found["bleu"]["bleu_4"] == pytest.approx(run.data.metrics["bleu_4"])

@@ -21,7 +21,7 @@ from data.synthetic import (
     SPLIT_FILES,
     TOKEN_FILE,
     ImageAttributes,
-    SyntheticSpec,
+    SyntheticConfig,
     describe,
     draw,
     generate_dataset,
@@ -29,7 +29,7 @@ from data.synthetic import (
     shape_center,
 )
 
-SPEC = SyntheticSpec()  # the defaults: 60 images, seed 0
+SPEC = SyntheticConfig()  # the defaults: 60 images, seed 0
 # JPEG at quality 90 plus light grain moves flat colours by a few levels only.
 COLOR_TOLERANCE = 40
 
@@ -145,7 +145,7 @@ def test_same_spec_gives_identical_bytes(dataset: tuple[Path, dict], tmp_path: P
 def test_different_seed_gives_different_data(dataset: tuple[Path, dict], tmp_path: Path) -> None:
     root, _ = dataset
     other = tmp_path / "other"
-    generate_dataset(other, SyntheticSpec(seed=1))
+    generate_dataset(other, SyntheticConfig(seed=1))
     ours, theirs = _tree_hashes(root), _tree_hashes(other)
     assert (root / TOKEN_FILE).read_bytes() != (other / TOKEN_FILE).read_bytes()
     assert set(ours) != set(theirs)  # the ids themselves depend on the seed
@@ -153,7 +153,7 @@ def test_different_seed_gives_different_data(dataset: tuple[Path, dict], tmp_pat
 
 def test_rerun_with_same_spec_does_not_rewrite(tmp_path: Path) -> None:
     out = tmp_path / "data"
-    spec = SyntheticSpec(num_images=6)
+    spec = SyntheticConfig(num_images=6)
     first = generate_dataset(out, spec)
     marker = out / "marker"
     marker.write_text("kept")
@@ -163,9 +163,9 @@ def test_rerun_with_same_spec_does_not_rewrite(tmp_path: Path) -> None:
 
 def test_rerun_with_other_spec_replaces(tmp_path: Path) -> None:
     out = tmp_path / "data"
-    generate_dataset(out, SyntheticSpec(num_images=6))
+    generate_dataset(out, SyntheticConfig(num_images=6))
     (out / "marker").write_text("stale")
-    summary = generate_dataset(out, SyntheticSpec(num_images=8, seed=3))
+    summary = generate_dataset(out, SyntheticConfig(num_images=8, seed=3))
     assert summary["num_images"] == 8
     assert not (out / "marker").exists()
     assert len(list((out / IMAGES_DIR).iterdir())) == 8
@@ -178,18 +178,18 @@ def test_refuses_to_replace_a_foreign_directory(tmp_path: Path) -> None:
     out.mkdir()
     (out / "precious.txt").write_text("not ours")
     with pytest.raises(FileExistsError):
-        generate_dataset(out, SyntheticSpec(num_images=3))
+        generate_dataset(out, SyntheticConfig(num_images=3))
     assert (out / "precious.txt").exists()
 
 
 def test_spec_validation() -> None:
     with pytest.raises(ValueError):
-        SyntheticSpec(split_fractions=(0.5, 0.2, 0.2))
+        SyntheticConfig(split_fractions=(0.5, 0.2, 0.2))
     with pytest.raises(ValueError):
-        SyntheticSpec(num_images=0)
+        SyntheticConfig(num_images=0)
     with pytest.raises(ValueError):
-        SyntheticSpec(min_size=200, max_size=100)
-    assert SyntheticSpec(split_fractions=[0.7, 0.15, 0.15]) == SyntheticSpec()
+        SyntheticConfig(min_size=200, max_size=100)
+    assert SyntheticConfig(split_fractions=[0.7, 0.15, 0.15]) == SyntheticConfig()
 
 
 # ---------------------------------------------------------------- captions vs pixels
@@ -293,7 +293,7 @@ def test_attributes_are_balanced() -> None:
 
 def test_sixty_images_take_under_five_seconds(tmp_path: Path) -> None:
     start = time.perf_counter()
-    generate_dataset(tmp_path / "timed", SyntheticSpec(num_images=60, seed=5))
+    generate_dataset(tmp_path / "timed", SyntheticConfig(num_images=60, seed=5))
     assert time.perf_counter() - start < 5.0
 
 

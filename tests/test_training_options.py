@@ -6,22 +6,21 @@ history and the loss the attention model is trained on.
 
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from configs import load_config
 from models.attention import AttentionCaptioner
-from models.trainer import TrainerConfig, build_model, fit_callbacks, trainer_config
+from configs.config import TrainerSections
+from tests.runs import trainer_sections, with_changes
+from models.trainer import build_model, fit_callbacks
 
 VOCAB, LENGTH, CELLS, CHANNELS = 12, 6, 4, 5
 
 
-def config(**changes) -> TrainerConfig:
-    base = TrainerConfig(**trainer_config(load_config("smoke_attention")))
-    return dataclasses.replace(base, embedding_dim=8, hidden_dim=16, attention_dim=6, **changes)
+def config(**changes) -> TrainerSections:
+    return trainer_sections(embedding_dim=8, hidden_dim=16, attention_dim=6, **changes)
 
 
 def batches(seed: int, images: int = 32):
@@ -33,9 +32,9 @@ def batches(seed: int, images: int = 32):
     return tf.data.Dataset.from_tensor_slices((inputs, tokens[:, 1:], np.ones((images, LENGTH), "float32"))).batch(8)
 
 
-def fit(cfg: TrainerConfig, epochs: int, eval_seed: int = 1) -> dict[str, list[float]]:
+def fit(cfg: TrainerSections, epochs: int, eval_seed: int = 1) -> dict[str, list[float]]:
     """Eval captions from another seed are unrelated to training: eval loss soon stalls."""
-    tf.keras.utils.set_random_seed(cfg.seed)
+    tf.keras.utils.set_random_seed(cfg.train.seed)
     model = build_model(VOCAB, cfg)
     history = model.fit(
         batches(0), validation_data=batches(eval_seed), epochs=epochs, callbacks=fit_callbacks(cfg), verbose=0
@@ -92,8 +91,8 @@ def test_training_with_coverage_spreads_attention_over_the_grid():
     inputs = next(iter(batches(0)))[0]
     uncovered = {}
     for coverage in (0.0, 5.0):
-        tf.keras.utils.set_random_seed(cfg.seed)
-        model = build_model(VOCAB, dataclasses.replace(cfg, attention_coverage=coverage))
+        tf.keras.utils.set_random_seed(cfg.train.seed)
+        model = build_model(VOCAB, with_changes(cfg, attention_coverage=coverage))
         model.fit(batches(0), epochs=8, verbose=0)
         uncovered[coverage] = float(AttentionCaptioner._coverage_penalty(attention_maps(model, inputs), inputs["tokens"]))
     assert uncovered[5.0] < 0.5 * uncovered[0.0]

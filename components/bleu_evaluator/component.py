@@ -61,9 +61,9 @@ class BleuEvaluator(base_component.BaseComponent):
         min_bleu_4: float,
         min_bleu_1: float,
         max_bleu_4_drop: float,
+        signature: str,
+        batch_size: int,
         baseline_model: types.BaseChannel | None = None,
-        signature: str = "serving_default",
-        batch_size: int = 32,
     ):
         super().__init__(
             spec=BleuEvaluatorSpec(

@@ -52,9 +52,9 @@ class Flickr8kExampleGen(base_beam_component.BaseBeamComponent):
         data_dir: str,
         splits: list[str],
         data_fingerprint: str,
-        max_skipped_fraction: float = 0.01,
-        max_image_pixels: int = 50_000_000,
-        num_shards: int = 0,
+        max_skipped_fraction: float,
+        max_image_pixels: int,
+        num_shards: int,
     ):
         super().__init__(
             spec=Flickr8kExampleGenSpec(
