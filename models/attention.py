@@ -20,12 +20,14 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from models.contract import TRANSFORMED_GRID_KEY
+
 
 @keras.saving.register_keras_serializable(package="captioner")
 class AttentionCaptioner(keras.Model):
     """Predicts the next token from the attended image grid and the tokens so far."""
 
-    image_inputs = ("image_grid",)
+    image_inputs = (TRANSFORMED_GRID_KEY,)
 
     def __init__(
         self,
@@ -80,7 +82,7 @@ class AttentionCaptioner(keras.Model):
 
     def encode_image(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
         """The annotations a_i [B, L, H] and their attention keys [B, L, A], computed once."""
-        annotations = self.annotation(self.grid_dropout(inputs["image_grid"], training=training))
+        annotations = self.annotation(self.grid_dropout(inputs[TRANSFORMED_GRID_KEY], training=training))
         return annotations, self.attention_keys(annotations)
 
     def initial_state(self, image: tuple[tf.Tensor, tf.Tensor]) -> list[tf.Tensor]:

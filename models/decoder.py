@@ -13,13 +13,15 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from models.contract import TRANSFORMED_FEATURES_KEY
+
 
 @keras.saving.register_keras_serializable(package="captioner")
 class MergeCaptioner(keras.Model):
     """Predicts the next token at every position from image features and the tokens so far."""
 
     # The image inputs it reads (the trainer feeds them; the export computes them).
-    image_inputs = ("image_features",)
+    image_inputs = (TRANSFORMED_FEATURES_KEY,)
 
     def __init__(self, vocab_size: int, embedding_dim: int, hidden_dim: int, dropout: float, **kwargs):
         super().__init__(**kwargs)
@@ -43,7 +45,7 @@ class MergeCaptioner(keras.Model):
 
     def encode_image(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         """The projected image [B, H], computed once per caption."""
-        return self.image_projection(self.image_dropout(inputs["image_features"], training=training))
+        return self.image_projection(self.image_dropout(inputs[TRANSFORMED_FEATURES_KEY], training=training))
 
     def initial_state(self, image: tf.Tensor) -> list[tf.Tensor]:
         """Zero LSTM state (h, c) for a batch, as the training path starts from."""

@@ -1,9 +1,8 @@
 """Greedy BLEU on the eval images after every epoch, so early stopping can keep the epoch
 that captions best rather than the one with the lowest eval loss.
 
-Used by models/trainer.py when `train.select_by` names a BLEU score. On Flickr8k the two
-disagree across variants (those with a lower eval loss scored lower BLEU; README, the
-sweep); within the profile's run they happened to pick the same epoch.
+Used by models/trainer.py when `train.select_by` names a BLEU score. The two criteria can
+disagree: a lower eval loss does not always caption better (README, the sweep).
 
 The scores are computed here, inside training, from what the trainer already holds: the
 eval split's image arrays and its captions as token ids, decoded back to words (a word
@@ -22,8 +21,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from components.bleu_evaluator.bleu import corpus_bleu_scores
-from components.transform.vocabulary import decode, special_ids
+from models.metrics import corpus_bleu_scores
+from models.vocabulary import decode, special_ids
 from models.decoding import greedy_decode
 
 log = logging.getLogger(__name__)

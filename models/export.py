@@ -19,7 +19,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from components.transform import text
+from models import text
 from models.decoding import beam_search_decode, greedy_decode
 from models.images import decode_images
 

@@ -1,10 +1,11 @@
 """Caption text normalisation, shared by tf.Transform, the BLEU evaluator and serving.
 
-Called by components/transform/preprocessing.py (inside the transform graph) and by the
-BLEU evaluator, so that training targets, references and hypotheses are normalised by the
-very same rule. `normalize` / `tokenize` are stock TensorFlow string ops (usable in and out
-of tf.Transform and in a serving graph); `normalize_text` is the pure-Python twin, tested
-to give identical results.
+Called by components/transform/preprocessing.py (inside the transform graph), by the
+serving export and by models/metrics.py, so that training targets, references and
+hypotheses are normalised by the very same rule. `normalize` / `tokenize` are stock
+TensorFlow string ops (usable in and out of tf.Transform and in a serving graph);
+`normalize_text` / `tokenize_text` are the pure-Python twins, tested to give identical
+results, and need no TensorFlow (the scorers import this module).
 
 The rule: lower-case ASCII letters, replace every run of characters that are not `a-z`
 by one space, strip. So punctuation, digits and whitespace of any kind (tabs, newlines)
@@ -16,8 +17,10 @@ need tensorflow-text, which the serving graph must not depend on).
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-import tensorflow as tf
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 START = "<start>"
 END = "<end>"
@@ -33,6 +36,8 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 
 def normalize(captions: tf.Tensor) -> tf.Tensor:
     """Normalise a string tensor of any shape, element-wise (see the module docstring)."""
+    import tensorflow as tf
+
     # encoding="" lowers ASCII only, like `_ASCII_LOWER` below (Python's str.lower would
     # also turn e.g. the Kelvin sign into "k").
     lowered = tf.strings.lower(captions)
@@ -45,6 +50,8 @@ def tokenize(normalized: tf.Tensor) -> tf.RaggedTensor:
 
     A scalar input gives a 1-D dense tensor of words (tf.strings.split's convention).
     """
+    import tensorflow as tf
+
     return tf.strings.split(normalized)
 
 

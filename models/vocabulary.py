@@ -2,16 +2,20 @@
 
 Called by the Trainer (vocabulary size, special ids, the id -> word table of the serving
 signature) and by tests. The vocabulary lives in the transform graph as the tft asset
-`caption_vocab` (see preprocessing.py); this module only adds the ids that the
-preprocessing_fn puts around it: 0 is padding, 1..V the file's entries, V+1 is <unk>.
+named `contract.VOCAB_NAME` (written by components/transform/preprocessing.py); this
+module only adds the ids that the preprocessing_fn puts around it: 0 is padding, 1..V the
+file's entries, V+1 is <unk>.
 """
 
 from __future__ import annotations
 
-import tensorflow_transform as tft
+from typing import TYPE_CHECKING
 
-from components.transform import text
-from components.transform.preprocessing import VOCAB_NAME
+from models import text
+from models.contract import VOCAB_NAME
+
+if TYPE_CHECKING:
+    import tensorflow_transform as tft
 
 
 def load_vocabulary(tft_output: tft.TFTransformOutput) -> list[str]:

@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipelines.local_runner import quiet_third_party_noise
+    from configs.cli import quiet_third_party_noise
 
     args = build_parser().parse_args(argv)
     quiet_third_party_noise()

@@ -11,16 +11,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import os
 import shlex
 import sys
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from configs import Config
-from configs.cli import add_config_arguments, config_from_args
+from configs.cli import add_config_arguments, config_from_args, quiet_third_party_noise
 
 
 @dataclass(frozen=True)
@@ -85,13 +83,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_config_arguments(parser)
     return parser
-
-
-def quiet_third_party_noise() -> None:
-    """Hide start-up chatter that says nothing about this run (TF C++ logs, google-* warnings)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    warnings.filterwarnings("ignore", message=".*non-supported Python version.*", category=FutureWarning)
-    warnings.filterwarnings("ignore", message=".*google-cloud-storage < 3.0.0.*", category=FutureWarning)
 
 
 def main(argv: list[str] | None = None) -> int:

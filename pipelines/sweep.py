@@ -121,7 +121,7 @@ def run_sweep(variants: list[tuple[str, Config]], sweep_id: str, push_to_serving
 
 def main(argv: list[str] | None = None) -> int:
     from configs.config import parse_override
-    from pipelines.local_runner import quiet_third_party_noise
+    from configs.cli import quiet_third_party_noise
 
     parser = argparse.ArgumentParser(prog="python -m pipelines.sweep", description=__doc__.splitlines()[0])
     parser.add_argument("sweep_file", type=Path)

@@ -31,6 +31,7 @@ from components.anomalies_check import check  # noqa: E402
 from components.anomalies_check.check import AnomaliesFound  # noqa: E402
 from components.flickr8k_example_gen import ingest  # noqa: E402
 from configs.config import REPO_ROOT, IngestConfig  # noqa: E402
+from data import anomalies as anomalies_artifact  # noqa: E402
 
 SCHEMA_PATH = REPO_ROOT / "data" / "schema" / "schema.pbtxt"
 NUM_IMAGES = 24
@@ -90,7 +91,7 @@ def write_anomalies(uri: Path, by_split: dict[str, anomalies_pb2.Anomalies]) -> 
     """Lay the protos out as ExampleValidator does: `<uri>/Split-<name>/SchemaDiff.pb`."""
     for split, anomalies in by_split.items():
         (uri / f"Split-{split}").mkdir(parents=True, exist_ok=True)
-        (uri / f"Split-{split}" / check.ANOMALIES_FILE).write_bytes(anomalies.SerializeToString())
+        (uri / f"Split-{split}" / anomalies_artifact.ANOMALIES_FILE).write_bytes(anomalies.SerializeToString())
     return uri
 
 

@@ -109,7 +109,7 @@ def test_meteor_is_computed_when_wordnet_is_there():
 
 
 def test_cider_rewards_the_caption_that_matches_its_own_image_and_ignores_case_and_punctuation():
-    from components.bleu_evaluator.cider import corpus_cider
+    from models.metrics import corpus_cider
 
     references = {
         "dog": ["A dog runs on the grass.", "a brown dog running", "the dog runs in a field"],

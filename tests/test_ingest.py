@@ -29,6 +29,7 @@ from components.flickr8k_example_gen.ingest import IngestionError, run_ingestion
 from configs.config import IngestConfig  # noqa: E402
 from data import layout  # noqa: E402
 from data.synthetic import split_counts  # noqa: E402
+from models import contract  # noqa: E402
 from tests import datasets  # noqa: E402
 
 SPLITS = ["train", "dev", "test"]
@@ -87,7 +88,7 @@ def tolerant_run(tmp_path_factory: pytest.TempPathFactory):
 
 def test_damaged_images_are_skipped_as_corrupt(tolerant_run) -> None:
     _, bad, _, report_dir, result, _ = tolerant_run
-    report = json.loads((report_dir / ingest.REPORT_FILE).read_text())
+    report = json.loads((report_dir / contract.INGESTION_REPORT_FILE).read_text())
 
     assert report == result.report
     assert report["skipped_by_reason"] == {
@@ -176,12 +177,12 @@ def test_default_limit_fails_and_publishes_nothing(tmp_path: Path) -> None:
     assert f"{layout.CAPTION_LINE_MALFORMED}=1" in message
     assert "ingest.max_skipped_fraction" in message
     assert "7.3% of images" in message  # 3 of 41 listed images
-    assert str(report_dir / ingest.REPORT_FILE) in message
+    assert str(report_dir / contract.INGESTION_REPORT_FILE) in message
     # Nothing a later component could read: no split directories, no staging left over.
     assert list(out_dir.glob("Split-*")) == []
     assert not (out_dir / ingest.STAGING_DIR).exists()
     # The report is there to explain the failure.
-    report = json.loads((report_dir / ingest.REPORT_FILE).read_text())
+    report = json.loads((report_dir / contract.INGESTION_REPORT_FILE).read_text())
     assert report["skipped_by_reason"] == {
         layout.CAPTION_LINE_MALFORMED: 1,
         layout.IMAGE_CORRUPT: 2,

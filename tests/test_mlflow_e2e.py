@@ -55,7 +55,7 @@ def _custom(artifact, key):
 def test_run_finished_with_config_data_counts_vocabulary_and_backbone(smoke_run, run):
     import tensorflow_transform as tft
 
-    from components.transform.vocabulary import load_vocabulary
+    from models.vocabulary import load_vocabulary
 
     config = smoke_run.config
     params = run.data.params

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.bleu_evaluator.bleu import corpus_bleu_scores
+from models.metrics import corpus_bleu_scores
 from data import layout
 from tests import images, mlmd
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 
-from components.anomalies_check.check import describe, read_anomalies
+from components.anomalies_check.check import describe
+from data.anomalies import read_anomalies
 from tests import mlmd
 from tests.runs import smoke_config
 

@@ -27,7 +27,8 @@ import tensorflow_transform as tft  # noqa: E402
 import tensorflow_transform.beam as tft_beam  # noqa: E402
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils  # noqa: E402
 
-from components.transform import preprocessing, text, vocabulary  # noqa: E402
+from components.transform import preprocessing  # noqa: E402
+from models import text, vocabulary  # noqa: E402
 
 MAX_LENGTH = 8  # <start> + at most 6 words + <end>
 MIN_COUNT = 2

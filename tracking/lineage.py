@@ -28,7 +28,15 @@ from typing import Any
 
 from configs import Config
 from configs.cli import add_config_arguments, config_from_args
-from tracking.run_record import NODE_CONTEXT, PIPELINE_CONTEXT, PIPELINE_RUN_CONTEXT, _open_store, _properties, _value
+from models.contract import BLEU_METRICS
+from tracking.run_record import (
+    NODE_CONTEXT,
+    PIPELINE_CONTEXT,
+    PIPELINE_RUN_CONTEXT,
+    artifact_properties,
+    open_store,
+    property_value,
+)
 
 PUSHER_TYPE = "PushedModel"
 EXAMPLE_GEN = "Flickr8kExampleGen"
@@ -38,7 +46,6 @@ KEY_PARAMS = (
     "data.source", "features.backbone", "model.architecture", "model.embedding_dim", "model.hidden_dim",
     "text.max_length", "train.epochs", "train.batch_size", "train.learning_rate", "gate.min_bleu_4",
 )
-BLEU = ("bleu_1", "bleu_2", "bleu_3", "bleu_4")
 CONFIG_ARTIFACT = "config/config.json"  # tracking/mlflow_logger.py logs the whole config here
 
 
@@ -80,7 +87,7 @@ class _Store:
         from ml_metadata.proto import metadata_store_pb2
 
         self.pb = metadata_store_pb2
-        self.store = _open_store(metadata_path)
+        self.store = open_store(metadata_path)
         self.artifact_types = {t.id: t.name for t in self.store.get_artifact_types()}
 
     def events(self, *, artifact_id: int | None = None, execution_id: int | None = None):
@@ -112,8 +119,8 @@ class _Store:
 
 
 def _exec_props(execution) -> dict[str, Any]:
-    props = {k: _value(v) for k, v in execution.properties.items()}
-    props.update({k: _value(v) for k, v in execution.custom_properties.items()})
+    props = {k: property_value(v) for k, v in execution.properties.items()}
+    props.update({k: property_value(v) for k, v in execution.custom_properties.items()})
     return props
 
 
@@ -123,7 +130,7 @@ def pushed_models(store: _Store) -> list:
     except Exception:  # the type was never registered: nothing was ever pushed
         return []
     live = [a for a in artifacts if a.state == store.pb.Artifact.LIVE]
-    return sorted((a for a in live if _properties(a).get("pushed") == 1), key=lambda a: a.id)
+    return sorted((a for a in live if artifact_properties(a).get("pushed") == 1), key=lambda a: a.id)
 
 
 def read_mlmd_lineage(metadata_path: Path, version: int, pipeline_name: str | None = None) -> Lineage:
@@ -138,9 +145,9 @@ def read_mlmd_lineage(metadata_path: Path, version: int, pipeline_name: str | No
     pushed = pushed_models(store)
     if pipeline_name is not None:
         pushed = [a for a in pushed if pipeline_name in _pusher_pipelines(store, a)]
-    matches = [a for a in pushed if _properties(a).get("pushed_version") == version]
+    matches = [a for a in pushed if artifact_properties(a).get("pushed_version") == version]
     if not matches:
-        versions = sorted({int(v) for a in pushed if (v := _properties(a).get("pushed_version")) is not None})
+        versions = sorted({int(v) for a in pushed if (v := artifact_properties(a).get("pushed_version")) is not None})
         raise VersionNotFound(version, versions, metadata_path)
     artifact = matches[0]
     pusher = store.producer(artifact.id)
@@ -173,7 +180,7 @@ def read_mlmd_lineage(metadata_path: Path, version: int, pipeline_name: str | No
         trainer_config = json.loads(custom) if isinstance(custom, str) else dict(custom or {})
     except ValueError:
         trainer_config = {}
-    props = _properties(artifact)
+    props = artifact_properties(artifact)
     return Lineage(
         version=version,
         pipeline_name=pipelines[0] if pipelines else "",
@@ -216,7 +223,7 @@ def add_mlflow(lineage: Lineage, tracking_uri: str, experiment: str) -> Lineage:
         profile=run.data.tags.get("profile"),
         config_params={k: run.data.params[k] for k in KEY_PARAMS if k in run.data.params},
         config_uri=f"{run.info.artifact_uri.rstrip('/')}/{CONFIG_ARTIFACT}",
-        bleu={k: run.data.metrics[k] for k in BLEU if k in run.data.metrics},
+        bleu={k: run.data.metrics[k] for k in BLEU_METRICS if k in run.data.metrics},
     )
 
 
@@ -260,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipelines.local_runner import quiet_third_party_noise
+    from configs.cli import quiet_third_party_noise
 
     args = build_parser().parse_args(argv)
     quiet_third_party_noise()

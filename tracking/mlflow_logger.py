@@ -36,6 +36,14 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from configs import Config
+from models.contract import (
+    HISTORY_FILE,
+    INGESTION_REPORT_FILE,
+    METRICS_FILE,
+    PREDICTIONS_FILE,
+    SCHEMA_FILE,
+    STATISTICS_FILE,
+)
 from tracking import report
 from tracking.run_record import RunRecord, record_pipeline_run
 
@@ -47,12 +55,6 @@ MAX_PARAM_CHARS = 6000
 MAX_TAG_CHARS = 5000
 PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 # Files inside the artifacts, as their producers write them.
-INGESTION_REPORT_FILE = "ingestion_report.json"  # Flickr8kExampleGen (ingest.py)
-SCHEMA_FILE = "schema.pbtxt"  # ImportSchemaGen
-STATISTICS_FILE = "FeatureStats.pb"  # StatisticsGen, under Split-<name>/
-HISTORY_FILE = "history.json"  # Trainer's ModelRun (models/trainer.py)
-METRICS_FILE = "metrics.json"  # BleuEvaluator's CaptionEvaluation
-PREDICTIONS_FILE = "predictions.jsonl"
 HISTORY_METRICS = ("loss", "val_loss", "accuracy", "val_accuracy", "epoch_seconds",
                    "val_bleu_1", "val_bleu_2", "val_bleu_3", "val_bleu_4")  # BLEU: train.select_by
 EVAL_METRICS = {"bleu_1": "bleu_1", "bleu_2": "bleu_2", "bleu_3": "bleu_3", "bleu_4": "bleu_4",
@@ -295,7 +297,7 @@ class _RunLogger:
             return None
         import tensorflow_transform as tft
 
-        from components.transform.vocabulary import load_vocabulary
+        from models.vocabulary import load_vocabulary
 
         return len(load_vocabulary(tft.TFTransformOutput(str(self.record.transform_graph.uri))))
 
@@ -315,7 +317,7 @@ class _RunLogger:
             if r.anomalies is None:
                 self.missing("ExampleAnomalies")
             else:
-                from components.anomalies_check.check import read_anomalies
+                from data.anomalies import read_anomalies
 
                 summary = report.anomalies_summary(read_anomalies(r.anomalies.uri, r.anomalies.split_names))
                 self.file("data/anomalies.json").write_text(json.dumps(summary, indent=2))

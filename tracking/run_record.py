@@ -93,7 +93,8 @@ class RunRecord:
         return None if self.pushed_model is None else bool(self.pushed_model.properties.get("pushed"))
 
 
-def _open_store(metadata_path: Path):
+def open_store(metadata_path: Path):
+    """A read-only ML Metadata store on the sqlite file at `metadata_path`."""
     from ml_metadata.metadata_store import metadata_store
     from ml_metadata.proto import metadata_store_pb2
 
@@ -103,7 +104,8 @@ def _open_store(metadata_path: Path):
     return metadata_store.MetadataStore(config)
 
 
-def _value(value) -> Any:
+def property_value(value) -> Any:
+    """The Python value of one MLMD property (a struct as a dict; a proto as None)."""
     kind = value.WhichOneof("value")
     if kind == "struct_value":
         from google.protobuf import json_format
@@ -114,9 +116,10 @@ def _value(value) -> Any:
     return getattr(value, kind) if kind else None
 
 
-def _properties(artifact) -> dict[str, Any]:
-    props = {k: _value(v) for k, v in artifact.properties.items()}
-    props.update({k: _value(v) for k, v in artifact.custom_properties.items()})
+def artifact_properties(artifact) -> dict[str, Any]:
+    """An MLMD artifact's properties and custom properties as one plain dict."""
+    props = {k: property_value(v) for k, v in artifact.properties.items()}
+    props.update({k: property_value(v) for k, v in artifact.custom_properties.items()})
     return props
 
 
@@ -128,7 +131,7 @@ def find_run_id(metadata_path: Path, pipeline_name: str, since_ms: int = 0) -> s
     """
     if not Path(metadata_path).is_file():
         return None
-    store = _open_store(metadata_path)
+    store = open_store(metadata_path)
     pipeline = store.get_context_by_type_and_name(PIPELINE_CONTEXT, pipeline_name)
     if pipeline is None:
         return None
@@ -151,7 +154,7 @@ def read_run_record(metadata_path: Path, pipeline_name: str, run_id: str | None)
         return RunRecord(pipeline_name=pipeline_name, run_id=run_id)
     from ml_metadata.proto import metadata_store_pb2
 
-    store = _open_store(metadata_path)
+    store = open_store(metadata_path)
     run = store.get_context_by_type_and_name(PIPELINE_RUN_CONTEXT, run_id)
     if run is None:
         raise LookupError(f"{metadata_path} has no pipeline run {run_id!r}")
@@ -188,7 +191,7 @@ def read_run_record(metadata_path: Path, pipeline_name: str, run_id: str | None)
             if field in found:
                 log.warning("run %s: %s output %r from both %s and %s; keeping %s's",
                             run_id, type_name, outputs[artifact.id], found[field].producer, node, node)
-            found[field] = ArtifactInfo(artifact.id, type_name, Path(artifact.uri), node, _properties(artifact))
+            found[field] = ArtifactInfo(artifact.id, type_name, Path(artifact.uri), node, artifact_properties(artifact))
     return RunRecord(pipeline_name=pipeline_name, run_id=run_id, executions=executions, **found)
 
 

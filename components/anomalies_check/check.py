@@ -1,7 +1,8 @@
 """Reads an ExampleAnomalies artifact and words each anomaly for a person.
 
-Called by the AnomaliesCheck component (component.py) and by tests. ExampleValidator only
-records anomalies; this turns them into a failed run whose message names each one.
+Called by the AnomaliesCheck component (component.py) and by tests; data/anomalies.py
+reads the artifact. ExampleValidator only records anomalies; this turns them into a failed
+run whose message names each one.
 """
 
 from __future__ import annotations
@@ -10,20 +11,11 @@ from pathlib import Path
 
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 
-ANOMALIES_FILE = "SchemaDiff.pb"
+from data.anomalies import read_anomalies
 
 
 class AnomaliesFound(RuntimeError):
     """The data does not match the curated schema; the message lists every anomaly."""
-
-
-def read_anomalies(anomalies_uri: str | Path, splits: list[str]) -> dict[str, anomalies_pb2.Anomalies]:
-    """The Anomalies proto of each split (`<uri>/Split-<name>/SchemaDiff.pb`)."""
-    result = {}
-    for split in splits:
-        path = Path(anomalies_uri) / f"Split-{split}" / ANOMALIES_FILE
-        result[split] = anomalies_pb2.Anomalies.FromString(path.read_bytes())
-    return result
 
 
 def describe(anomalies_by_split: dict[str, anomalies_pb2.Anomalies]) -> list[str]:

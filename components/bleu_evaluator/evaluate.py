@@ -5,7 +5,7 @@ usable from a notebook or benchmark on any export. It reads the raw tf.Examples 
 Flickr8kExampleGen (`image_id`, `image/encoded`, `captions`), sends the encoded bytes in
 batches through the exported serving signature (the very graph TF Serving runs, so BLEU
 measures what users get, decoding and resizing included), and scores the captions against
-all references of each image with `bleu.corpus_bleu_scores`.
+all references of each image with `models.metrics`.
 
 METEOR needs NLTK's WordNet data, which is not installed with NLTK. When it is missing,
 METEOR is skipped with a logged notice and recorded as None with the reason; nothing is
@@ -25,18 +25,16 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import tensorflow as tf
 
-from components.bleu_evaluator.bleu import corpus_bleu_scores, tokens
-from components.bleu_evaluator.cider import corpus_cider
+from models.contract import BLEU_METRICS, CAPTIONS_KEY, CIDER_METRIC, IMAGE_ENCODED_KEY, IMAGE_ID_KEY
+from models.metrics import corpus_bleu_scores, corpus_cider
+from models.text import tokenize_text
 
 log = logging.getLogger(__name__)
 
-IMAGE_ID = "image_id"
-IMAGE = "image/encoded"
-CAPTIONS = "captions"
 _FEATURES = {
-    IMAGE_ID: tf.io.FixedLenFeature([], tf.string),
-    IMAGE: tf.io.FixedLenFeature([], tf.string),
-    CAPTIONS: tf.io.RaggedFeature(tf.string),
+    IMAGE_ID_KEY: tf.io.FixedLenFeature([], tf.string),
+    IMAGE_ENCODED_KEY: tf.io.FixedLenFeature([], tf.string),
+    CAPTIONS_KEY: tf.io.RaggedFeature(tf.string),
 }
 
 # A batch of encoded images -> one caption per image.
@@ -59,7 +57,7 @@ class Evaluation:
 
     @property
     def scores(self) -> dict[str, float]:
-        return {k: self.metrics[k] for k in ("bleu_1", "bleu_2", "bleu_3", "bleu_4")}
+        return {k: self.metrics[k] for k in BLEU_METRICS}
 
 
 def split_files(split_dir: str) -> list[str]:
@@ -84,9 +82,9 @@ def read_batches(files: Sequence[str], batch_size: int) -> Iterator[Batch]:
     )
     for batch in dataset:
         yield Batch(
-            image_ids=[i.decode("utf-8") for i in batch[IMAGE_ID].numpy()],
-            images=list(batch[IMAGE].numpy()),
-            references=[[c.decode("utf-8") for c in row if c] for row in batch[CAPTIONS].to_list()],
+            image_ids=[i.decode("utf-8") for i in batch[IMAGE_ID_KEY].numpy()],
+            images=list(batch[IMAGE_ENCODED_KEY].numpy()),
+            references=[[c.decode("utf-8") for c in row if c] for row in batch[CAPTIONS_KEY].to_list()],
         )
 
 
@@ -152,7 +150,7 @@ def evaluate(
         raise ValueError(f"{name}: the eval split has no examples")
 
     metrics: dict[str, Any] = dict(corpus_bleu_scores(hypotheses, references))
-    metrics["cider"] = corpus_cider(hypotheses, references)
+    metrics[CIDER_METRIC] = corpus_cider(hypotheses, references)
     meteor, meteor_note = meteor_score(hypotheses, references, wordnet=wordnet)
     metrics.update(
         meteor=meteor,
@@ -178,7 +176,7 @@ def meteor_score(
             wordnet = load_wordnet()
         scores = [
             nltk_meteor.meteor_score(
-                [tokens(r) for r in references[i]], tokens(hypotheses[i]), wordnet=wordnet
+                [tokenize_text(r) for r in references[i]], tokenize_text(hypotheses[i]), wordnet=wordnet
             )
             for i in sorted(hypotheses)
         ]

@@ -22,11 +22,10 @@ from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
 from components.bleu_evaluator import evaluate, gate
+from models.contract import BLEU_METRICS, CIDER_METRIC, METRICS_FILE, PREDICTIONS_FILE
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
-PREDICTIONS_FILE = "predictions.jsonl"
 DEFAULT_SIGNATURE = "serving_default"
 
 
@@ -123,7 +122,7 @@ def _score(
 
 
 def _bleu(metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: metrics[k] for k in ("bleu_1", "bleu_2", "bleu_3", "bleu_4")}
+    return {k: metrics[k] for k in BLEU_METRICS}
 
 
 def _write_evaluation(artifact: types.Artifact, metrics: dict[str, Any], predictions: list[dict]) -> None:
@@ -133,7 +132,7 @@ def _write_evaluation(artifact: types.Artifact, metrics: dict[str, Any], predict
     with open(os.path.join(artifact.uri, PREDICTIONS_FILE), "w") as f:
         for prediction in predictions:
             f.write(json.dumps(prediction) + "\n")
-    for name in ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "cider", "images_per_second"):
+    for name in (*BLEU_METRICS, CIDER_METRIC, "images_per_second"):
         artifact.set_float_custom_property(name, float(metrics[name]))
     if metrics["meteor"] is not None:
         artifact.set_float_custom_property("meteor", float(metrics["meteor"]))

@@ -78,5 +78,5 @@ def decide(
 
 
 def _fmt(*values: float) -> tuple[str, ...]:
-    """4 decimals, as metrics.json and the README give scores: 0.6155 must not read 0.62."""
+    """4 decimals, as metrics.json and the README give scores, so a near-miss reads as one."""
     return tuple(f"{v:.4f}" for v in values)

@@ -23,10 +23,10 @@ import apache_beam as beam
 
 from components.flickr8k_example_gen import records
 from data import layout
+from models.contract import INGESTION_REPORT_FILE
 
 log = logging.getLogger(__name__)
 
-REPORT_FILE = "ingestion_report.json"
 EXAMPLES_PREFIX = "data_tfrecord"
 STAGING_DIR = ".staging"
 
@@ -119,7 +119,7 @@ def run_ingestion(
             + f", above the limit of {max_skipped_fraction:.1%} (ingest.max_skipped_fraction). "
             + "Skipped by reason: "
             + ", ".join(f"{r}={n}" for r, n in report["skipped_by_reason"].items())
-            + f". Details: {Path(report_dir) / REPORT_FILE}"
+            + f". Details: {Path(report_dir) / INGESTION_REPORT_FILE}"
         )
     for split in present:
         os.replace(split_dir(staging, split), split_dir(out_dir, split))
@@ -141,9 +141,9 @@ def _tally_image_skips(skipped_dir: Path, tally: layout.SkipTally) -> dict[str, 
 
 def _write_report(report_dir: Path, report: dict) -> None:
     report_dir.mkdir(parents=True, exist_ok=True)
-    tmp = report_dir / f".{REPORT_FILE}.tmp"
+    tmp = report_dir / f".{INGESTION_REPORT_FILE}.tmp"
     tmp.write_text(json.dumps(report, indent=2, sort_keys=True))
-    os.replace(tmp, report_dir / REPORT_FILE)
+    os.replace(tmp, report_dir / INGESTION_REPORT_FILE)
 
 
 def _log_report(report: dict) -> None:

@@ -14,6 +14,7 @@ import tensorflow as tf
 from PIL import Image
 
 from data import layout
+from models.contract import CAPTIONS_KEY, IMAGE_ENCODED_KEY, IMAGE_HEIGHT_KEY, IMAGE_ID_KEY, IMAGE_WIDTH_KEY
 
 # Formats TF's decode_image reads in the serving graph; anything else is skipped.
 ACCEPTED_FORMATS = ("JPEG", "PNG")
@@ -62,11 +63,11 @@ def build_example(image_id: str, encoded: bytes, height: int, width: int, captio
     return tf.train.Example(
         features=tf.train.Features(
             feature={
-                "image_id": _bytes(image_id.encode("utf-8")),
-                "image/encoded": _bytes(encoded),
-                "image/height": _int(height),
-                "image/width": _int(width),
-                "captions": _bytes(*(c.encode("utf-8") for c in captions)),
+                IMAGE_ID_KEY: _bytes(image_id.encode("utf-8")),
+                IMAGE_ENCODED_KEY: _bytes(encoded),
+                IMAGE_HEIGHT_KEY: _int(height),
+                IMAGE_WIDTH_KEY: _int(width),
+                CAPTIONS_KEY: _bytes(*(c.encode("utf-8") for c in captions)),
             }
         )
     )

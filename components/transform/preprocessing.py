@@ -17,7 +17,8 @@ Output, per image:
   image_grid      float [G], `image/grid` unchanged (only when the input has it).
 
 Ids: 0 is padding, 1..V are the vocabulary file's entries in its order (see
-vocabulary.py), V+1 is <unk>. The vocabulary (`tft.vocabulary`, file `caption_vocab`) is
+models/vocabulary.py), V+1 is <unk>. The vocabulary (`tft.vocabulary`, file
+`contract.VOCAB_NAME`) is
 computed on the analysed split(s) only, after truncation, and keeps words seen at least
 `min_count` times, most frequent first; <start> and <end> are reserved tokens, always its
 first two entries, so <start> is id 1 and <end> id 2.
@@ -40,22 +41,19 @@ from typing import Any, Mapping
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from components.transform import text
-
-VOCAB_NAME = "caption_vocab"
-
-# Input feature names (the ExampleGen / FeatureExtractor contract).
-IMAGE_ID = "image_id"
-CAPTIONS = "captions"
-IMAGE_FEATURES = "image/features"
-IMAGE_GRID = "image/grid"
-
-# Output feature names (the Trainer contract).
-CAPTION_IDS = "caption_ids"
-NUM_CAPTIONS = "num_captions"
-OUT_IMAGE_ID = "image_id"
-OUT_IMAGE_FEATURES = "image_features"
-OUT_IMAGE_GRID = "image_grid"
+from models import text
+from models.contract import (
+    CAPTION_IDS_KEY,
+    CAPTIONS_KEY,
+    IMAGE_FEATURES_KEY,
+    IMAGE_GRID_KEY,
+    IMAGE_ID_KEY,
+    NUM_CAPTIONS_KEY,
+    TRANSFORMED_FEATURES_KEY,
+    TRANSFORMED_GRID_KEY,
+    TRANSFORMED_IMAGE_ID_KEY,
+    VOCAB_NAME,
+)
 
 _REQUIRED_CONFIG = ("min_count", "max_length")
 
@@ -66,7 +64,7 @@ def preprocessing_fn(
     """Captions -> padded token ids; image features pass through (see the module docstring)."""
     min_count, max_length = _read_config(custom_config)
 
-    captions = _as_ragged(inputs[CAPTIONS])  # [batch, (ncaps)] strings
+    captions = _as_ragged(inputs[CAPTIONS_KEY])  # [batch, (ncaps)] strings
     wrapped = wrap_captions(captions.values, max_length)  # [total_caps, (<= max_length)]
 
     vocab = tft.vocabulary(
@@ -86,13 +84,13 @@ def preprocessing_fn(
     )
 
     outputs = {
-        CAPTION_IDS: per_image.to_sparse(),
-        NUM_CAPTIONS: tf.cast(captions.row_lengths(), tf.int64),
-        OUT_IMAGE_ID: _as_scalar(inputs[IMAGE_ID]),
-        OUT_IMAGE_FEATURES: inputs[IMAGE_FEATURES],
+        CAPTION_IDS_KEY: per_image.to_sparse(),
+        NUM_CAPTIONS_KEY: tf.cast(captions.row_lengths(), tf.int64),
+        TRANSFORMED_IMAGE_ID_KEY: _as_scalar(inputs[IMAGE_ID_KEY]),
+        TRANSFORMED_FEATURES_KEY: inputs[IMAGE_FEATURES_KEY],
     }
-    if IMAGE_GRID in inputs:
-        outputs[OUT_IMAGE_GRID] = inputs[IMAGE_GRID]
+    if IMAGE_GRID_KEY in inputs:
+        outputs[TRANSFORMED_GRID_KEY] = inputs[IMAGE_GRID_KEY]
     return outputs
 
 
