@@ -52,6 +52,7 @@ IMAGE_WITHOUT_CAPTIONS = "image_without_captions"
 IMAGE_CORRUPT = "image_corrupt"
 IMAGE_TOO_LARGE = "image_too_large"
 IMAGE_IN_SEVERAL_SPLITS = "image_in_several_splits"
+IMAGE_NOT_REGULAR_FILE = "image_not_regular_file"
 SPLIT_LISTS_UNKNOWN_ID = "split_lists_unknown_id"
 CAPTION_REASONS = (
     CAPTION_NOT_UTF8,
@@ -65,6 +66,7 @@ IMAGE_REASONS = (
     IMAGE_CORRUPT,
     IMAGE_TOO_LARGE,
     IMAGE_IN_SEVERAL_SPLITS,
+    IMAGE_NOT_REGULAR_FILE,
     SPLIT_LISTS_UNKNOWN_ID,
 )
 # A caption's `#n` index: ASCII digits only. `str.isdigit` also accepts "²" or "٣",
