@@ -266,6 +266,39 @@ def test_reader_refuses_views_outside_or_multiplying_their_storage(tmp_path, mon
         tsd.load_state_dict(str(path))
 
 
+@pytest.mark.parametrize("view,message", [
+    (("0v", 10, 20), None),  # fits: the tensor is elements 10..19
+    (("0v", 30, 20), "storage view (offset 30, size 20) does not fit storage 0 of 40 elements"),
+    (("0v", -5, 10), "storage view (offset -5, size 10) does not fit"),
+])
+def test_legacy_storage_view_must_fit_its_root(tmp_path, monkeypatch, view, message):
+    # Old torch saved a view of a storage as (view key, offset, size) in the persistent id.
+    torch, utils = _fake_torch(monkeypatch)
+
+    class Tensor:
+        def __reduce__(self):
+            return utils._rebuild_tensor_v2, ("storage-view", 0, (10,), (1,))
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            if obj == "storage-view":
+                return ("storage", torch.FloatStorage, "0", "cpu", 40, view)
+            return None
+
+    path = tmp_path / "view.pth"
+    with open(path, "wb") as f:
+        for obj in (tsd.LEGACY_MAGIC, tsd.LEGACY_PROTOCOL, {"little_endian": True}):
+            pickle.dump(obj, f, protocol=2)
+        Pickler(f, protocol=2).dump(collections.OrderedDict(w=Tensor()))
+        pickle.dump(["0"], f, protocol=2)
+        f.write(struct.pack("<q", 40) + np.arange(40, dtype="<f4").tobytes())
+    if message is None:
+        np.testing.assert_array_equal(tsd.load_state_dict(str(path))["w"], np.arange(10, 20, dtype="<f4"))
+        return
+    with pytest.raises(pickle.UnpicklingError, match=re.escape(message)):
+        tsd.load_state_dict(str(path))
+
+
 @pytest.mark.parametrize("layout", ["legacy", "zip"])
 def test_reader_refuses_a_storage_read_over_and_over(tmp_path, monkeypatch, layout):
     # Each view fits the 40-element storage, but three of them would copy it three times.
