@@ -4,7 +4,9 @@ Called by the Flickr8kExampleGen executor (components/flickr8k_example_gen) befo
 loads any image, and by tools that need the listing (benchmarks, retraining hashes).
 Everything here is text parsing: images are checked later, in Beam. Bad lines are not
 fatal: each is skipped and counted by reason in a `SkipTally`, so a run can report them
-and decide, against the configured fraction, whether to go on.
+and decide, against the configured fraction, whether to go on. Text files may start with
+a UTF-8 byte-order mark (Windows editors write one); it is dropped, not read as part of
+the first image id.
 
 The layout:
     Flicker8k_Dataset/<id>.jpg          images (the release's spelling of the folder)
@@ -14,9 +16,11 @@ The layout:
 
 from __future__ import annotations
 
+import codecs
 import collections
 import dataclasses
 import logging
+import re
 from pathlib import Path
 from typing import Iterable
 
@@ -43,19 +47,31 @@ CAPTION_NOT_UTF8 = "caption_not_utf8"
 CAPTION_LINE_MALFORMED = "caption_line_malformed"
 CAPTION_EMPTY = "caption_empty"
 CAPTION_FOR_MISSING_IMAGE = "caption_for_missing_image"
+CAPTION_DUPLICATE = "caption_duplicate"
 IMAGE_WITHOUT_CAPTIONS = "image_without_captions"
 IMAGE_CORRUPT = "image_corrupt"
 IMAGE_TOO_LARGE = "image_too_large"
 IMAGE_IN_SEVERAL_SPLITS = "image_in_several_splits"
+IMAGE_NOT_REGULAR_FILE = "image_not_regular_file"
 SPLIT_LISTS_UNKNOWN_ID = "split_lists_unknown_id"
-CAPTION_REASONS = (CAPTION_NOT_UTF8, CAPTION_LINE_MALFORMED, CAPTION_EMPTY, CAPTION_FOR_MISSING_IMAGE)
+CAPTION_REASONS = (
+    CAPTION_NOT_UTF8,
+    CAPTION_LINE_MALFORMED,
+    CAPTION_EMPTY,
+    CAPTION_FOR_MISSING_IMAGE,
+    CAPTION_DUPLICATE,
+)
 IMAGE_REASONS = (
     IMAGE_WITHOUT_CAPTIONS,
     IMAGE_CORRUPT,
     IMAGE_TOO_LARGE,
     IMAGE_IN_SEVERAL_SPLITS,
+    IMAGE_NOT_REGULAR_FILE,
     SPLIT_LISTS_UNKNOWN_ID,
 )
+# A caption's `#n` index: ASCII digits only. `str.isdigit` also accepts "²" or "٣",
+# which `int` rejects or reads as another script's digit.
+_CAPTION_INDEX = re.compile(r"[0-9]+")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,10 +153,18 @@ def available_splits(root: Path, splits: Iterable[str]) -> list[str]:
 
 
 def read_captions(token_file: Path, tally: SkipTally) -> dict[str, list[str]]:
-    """Captions per image id, in the order of their `#n` index; bad lines are tallied."""
+    """Captions per image id, in the order of their `#n` index; bad lines are tallied.
+
+    A line that repeats an image's caption (same text once stripped, whatever its index)
+    is dropped as `caption_duplicate`: a token file concatenated twice must not give an
+    image ten captions. The first line in file order is the one kept.
+    """
     captions: dict[str, list[tuple[int, str]]] = collections.defaultdict(list)
+    seen: set[tuple[str, str]] = set()
     with open(token_file, "rb") as f:
         for line_no, raw in enumerate(f, start=1):
+            if line_no == 1:
+                raw = raw.removeprefix(codecs.BOM_UTF8)
             if not raw.strip():
                 continue  # blank lines are layout, not records
             tally.caption_lines += 1
@@ -152,20 +176,27 @@ def read_captions(token_file: Path, tally: SkipTally) -> dict[str, list[str]]:
                 continue
             key, sep, caption = line.partition("\t")
             name, hash_sign, index = key.partition("#")
-            if not sep or not hash_sign or not index.strip().isdigit() or not name.strip():
+            if not sep or not hash_sign or not _CAPTION_INDEX.fullmatch(index.strip()) or not name.strip():
                 tally.skip(CAPTION_LINE_MALFORMED, where)
                 continue
-            if not caption.strip():
+            caption = caption.strip()
+            if not caption:
                 tally.skip(CAPTION_EMPTY, where)
                 continue
-            captions[image_id_of(name)].append((int(index), caption.strip()))
+            image_id = image_id_of(name)
+            if (image_id, caption) in seen:
+                tally.skip(CAPTION_DUPLICATE, where)
+                continue
+            seen.add((image_id, caption))
+            captions[image_id].append((int(index), caption))
     return {image_id: [c for _, c in sorted(items)] for image_id, items in captions.items()}
 
 
 def read_split_ids(split_file: Path) -> list[str]:
     """Image ids listed in a split file, in file order, without duplicates."""
     seen: dict[str, None] = {}
-    for raw in split_file.read_bytes().splitlines():
+    data = split_file.read_bytes().removeprefix(codecs.BOM_UTF8)
+    for raw in data.splitlines():
         name = raw.decode("utf-8", errors="replace").strip()
         if name:
             seen.setdefault(image_id_of(name), None)

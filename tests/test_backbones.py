@@ -6,6 +6,7 @@ import collections
 import io
 import os
 import pickle
+import re
 import socket
 import struct
 import sys
@@ -103,6 +104,41 @@ def test_malicious_state_dict_file_refused(tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
+@pytest.mark.parametrize("payload,restore", [
+    # {"dtype": "<f8"} onto torch.FloatStorage: every later float file would read as float64.
+    (b"ctorch\nFloatStorage\n}Vdtype\nV<f8\nsb.", ("FloatStorage", "dtype")),
+    # Slot state (None, {"__defaults__": ()}) onto a rebuild function: later loads would break.
+    (b"ctorch._utils\n_rebuild_parameter\n(N}V__defaults__\n)stb.", ("_rebuild_parameter", "__defaults__")),
+], ids=["state-on-storage-type", "slotstate-on-function"])
+def test_build_opcode_cannot_set_state_on_allowed_objects(payload, restore):
+    target = (tsd._STORAGE_TYPES[restore[0]] if restore[0] in tsd._STORAGE_TYPES
+              else getattr(tsd, restore[0]))
+    before = getattr(target, restore[1])
+    try:
+        with pytest.raises(pickle.UnpicklingError, match="BUILD opcode refused"):
+            tsd.restricted_loads(payload)
+        assert getattr(target, restore[1]) == before
+    finally:
+        setattr(target, restore[1], before)  # keep a failing run from poisoning the others
+
+
+def test_build_opcode_refused_on_an_ordered_dict_beyond_torch_metadata():
+    od = collections.OrderedDict(a=1)
+    od.extra = "set by BUILD"
+    with pytest.raises(pickle.UnpicklingError, match="BUILD opcode refused"):
+        tsd.restricted_loads(pickle.dumps(od, protocol=2))
+
+
+def test_state_dict_metadata_build_is_accepted_and_dropped():
+    # torch's state_dict() carries _metadata (module versions); pickle writes it with BUILD.
+    od = collections.OrderedDict(a=1)
+    od._metadata = collections.OrderedDict([("", {"version": 1})])
+    assert b"b" in pickle.dumps(od, protocol=2)[-3:]  # the BUILD opcode, just before STOP
+    loaded = tsd.restricted_loads(pickle.dumps(od, protocol=2))
+    assert loaded == collections.OrderedDict(a=1)
+    assert not hasattr(loaded, "_metadata")
+
+
 # --- state_dict reader on synthetic files (both layouts) ---------------------
 
 def _fake_torch(monkeypatch):
@@ -130,7 +166,7 @@ def _fake_torch(monkeypatch):
 
 
 def _write_torch_file(path, tensors, storages, layout, torch, utils):
-    """tensors: name -> (storage key, offset, size, stride); storages: key -> 1-D array."""
+    """tensors: name -> (storage key, offset, size, stride) or an earlier name; storages: key -> 1-D array."""
     types_ = {np.dtype("<f4"): torch.FloatStorage, np.dtype("<i8"): torch.LongStorage}
 
     class Storage:
@@ -151,7 +187,9 @@ def _write_torch_file(path, tensors, storages, layout, torch, utils):
                 return ("storage", types_[arr.dtype], obj.key, "cpu", arr.size)
             return None
 
-    state = collections.OrderedDict((k, Tensor(*v)) for k, v in tensors.items())
+    state = collections.OrderedDict()
+    for k, v in tensors.items():  # a str value names an earlier entry: the same tensor, tied
+        state[k] = state[v] if isinstance(v, str) else Tensor(*v)
     buf = io.BytesIO()
     Pickler(buf, protocol=2).dump(state)
     if layout == "zip":
@@ -180,6 +218,8 @@ def test_reader_respects_offset_size_stride_and_dtype(tmp_path, monkeypatch, lay
         "transposed": ("0", 0, (3, 2), (1, 3)),  # a .T view of "plain"
         "strided4d": ("0", 1, (2, 1, 2, 3), (1, 1, 12, 2)),
         "scalar": ("1", 1, (), ()),
+        "size1_zero_stride": ("0", 2, (1, 4), (0, 1)),  # any stride on a size-1 dimension
+        "empty": ("0", 0, (0, 5), (0, 0)),
     }
     path = tmp_path / f"sd-{layout}.pth"
     _write_torch_file(path, tensors, storages, layout, torch, utils)
@@ -193,6 +233,95 @@ def test_reader_respects_offset_size_stride_and_dtype(tmp_path, monkeypatch, lay
     np.testing.assert_array_equal(sd["strided4d"], expected)
     assert sd["strided4d"].flags["C_CONTIGUOUS"]
     assert sd["scalar"].dtype == np.int64 and sd["scalar"].shape == () and sd["scalar"] == -3
+    np.testing.assert_array_equal(sd["size1_zero_stride"], flat[2:6].reshape(1, 4))
+    assert sd["empty"].shape == (0, 5) and sd["empty"].dtype == np.float32
+
+
+# One 40-element float storage; each view below is refused with the message's words.
+BAD_VIEWS = {
+    "past-the-end": ((38,), (4,), (1,), "reaches element 41, outside its storage of 40"),
+    "stride-past-the-end": ((0,), (2, 3), (40, 1), "reaches element 42"),
+    "negative-offset": ((-1,), (4,), (1,), "non-negative ints"),
+    "negative-stride": ((10,), (4,), (-1,), "non-negative ints"),
+    "float-size": ((0,), (2.0,), (1,), "non-negative ints"),
+    "rank-mismatch": ((0,), (2, 3), (3,), "one stride per dimension"),
+    # 4096 x 4096 float32 from one element: 64 MiB out of a file of a few hundred bytes.
+    "zero-stride-bomb": ((0,), (4096, 4096), (0, 0), "zero stride on a dimension of size > 1"),
+    "zero-stride-one-dim": ((0,), (2, 3), (0, 1), "zero stride"),
+    # Strides that overlap without a zero: 400 elements out of 40.
+    "overlapping-strides": ((0,), (20, 20), (1, 1), "has 400 elements, more than its storage of 40"),
+}
+
+
+@pytest.mark.parametrize("layout", ["legacy", "zip"])
+@pytest.mark.parametrize("case", list(BAD_VIEWS))
+def test_reader_refuses_views_outside_or_multiplying_their_storage(tmp_path, monkeypatch, layout, case):
+    torch, utils = _fake_torch(monkeypatch)
+    (offset,), size, stride, message = BAD_VIEWS[case]
+    path = tmp_path / f"bad-{layout}.pth"
+    storages = {"0": np.arange(40, dtype="<f4")}
+    _write_torch_file(path, {"w": ("0", offset, size, stride)}, storages, layout, torch, utils)
+    assert path.stat().st_size < 2000
+    with pytest.raises(pickle.UnpicklingError, match=re.escape(message)):
+        tsd.load_state_dict(str(path))
+
+
+@pytest.mark.parametrize("view,message", [
+    (("0v", 10, 20), None),  # fits: the tensor is elements 10..19
+    (("0v", 30, 20), "storage view (offset 30, size 20) does not fit storage 0 of 40 elements"),
+    (("0v", -5, 10), "storage view (offset -5, size 10) does not fit"),
+])
+def test_legacy_storage_view_must_fit_its_root(tmp_path, monkeypatch, view, message):
+    # Old torch saved a view of a storage as (view key, offset, size) in the persistent id.
+    torch, utils = _fake_torch(monkeypatch)
+
+    class Tensor:
+        def __reduce__(self):
+            return utils._rebuild_tensor_v2, ("storage-view", 0, (10,), (1,))
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            if obj == "storage-view":
+                return ("storage", torch.FloatStorage, "0", "cpu", 40, view)
+            return None
+
+    path = tmp_path / "view.pth"
+    with open(path, "wb") as f:
+        for obj in (tsd.LEGACY_MAGIC, tsd.LEGACY_PROTOCOL, {"little_endian": True}):
+            pickle.dump(obj, f, protocol=2)
+        Pickler(f, protocol=2).dump(collections.OrderedDict(w=Tensor()))
+        pickle.dump(["0"], f, protocol=2)
+        f.write(struct.pack("<q", 40) + np.arange(40, dtype="<f4").tobytes())
+    if message is None:
+        np.testing.assert_array_equal(tsd.load_state_dict(str(path))["w"], np.arange(10, 20, dtype="<f4"))
+        return
+    with pytest.raises(pickle.UnpicklingError, match=re.escape(message)):
+        tsd.load_state_dict(str(path))
+
+
+@pytest.mark.parametrize("layout", ["legacy", "zip"])
+def test_reader_refuses_a_storage_read_over_and_over(tmp_path, monkeypatch, layout):
+    # Each view fits the 40-element storage, but three of them would copy it three times.
+    torch, utils = _fake_torch(monkeypatch)
+    storages = {"0": np.arange(40, dtype="<f4")}
+    tensors = {name: ("0", 0, (40,), (1,)) for name in ("a", "b", "c")}
+    path = tmp_path / f"again-{layout}.pth"
+    _write_torch_file(path, tensors, storages, layout, torch, utils)
+    with pytest.raises(pickle.UnpicklingError, match="more elements than its storages"):
+        tsd.load_state_dict(str(path))
+
+
+@pytest.mark.parametrize("layout", ["legacy", "zip"])
+def test_reader_accepts_slices_of_one_storage_and_tied_tensors(tmp_path, monkeypatch, layout):
+    torch, utils = _fake_torch(monkeypatch)
+    flat = np.arange(40, dtype="<f4")
+    tensors = {"low": ("0", 0, (20,), (1,)), "high": ("0", 20, (4, 5), (5, 1)), "tied": "low"}
+    path = tmp_path / f"shared-{layout}.pth"
+    _write_torch_file(path, tensors, {"0": flat}, layout, torch, utils)
+    sd = tsd.load_state_dict(str(path))
+    np.testing.assert_array_equal(sd["low"], flat[:20])
+    np.testing.assert_array_equal(sd["high"], flat[20:].reshape(4, 5))
+    assert sd["tied"] is sd["low"]
 
 
 # --- the shipped EfficientNet-Lite0 state_dict -------------------------------

@@ -11,6 +11,8 @@ import io
 import json
 import os
 import struct
+import threading
+import types
 import warnings
 import zlib
 from pathlib import Path
@@ -54,6 +56,14 @@ def damage(root: Path) -> dict[str, str]:
     return bad
 
 
+def replace_with_fifo(root: Path, image_id: str) -> Path:
+    """Turn an image into a named pipe nobody writes to: opening it for reading blocks."""
+    path = datasets.image_path(root, image_id)
+    path.unlink()
+    os.mkfifo(path)
+    return path
+
+
 def read_examples(out_dir: Path, split: str) -> list[tf.train.Example]:
     files = sorted(str(p) for p in ingest.split_dir(out_dir, split).glob(f"{ingest.EXAMPLES_PREFIX}-*.gz"))
     assert files, f"no example files in {ingest.split_dir(out_dir, split)}"
@@ -68,10 +78,17 @@ def feature(example: tf.train.Example, name: str) -> list:
 
 @pytest.fixture(scope="module")
 def tolerant_run(tmp_path_factory: pytest.TempPathFactory):
-    """Ingest damaged data with a 50% limit: succeeds and publishes the good examples."""
+    """Ingest damaged data with a 50% limit: succeeds and publishes the good examples.
+
+    Beyond `damage`: a FIFO in place of a test image (it hung the run when it was
+    opened like a file) and one caption line repeated.
+    """
     tmp = tmp_path_factory.mktemp("ingest_ok")
     root = datasets.make_dataset(tmp, NUM_IMAGES, SEED)
     bad = damage(root)
+    bad["fifo"] = datasets.split_ids(root, "test")[1]
+    replace_with_fifo(root, bad["fifo"])
+    datasets.append_caption_line(root, datasets._token_lines(root)[0])
     out_dir, report_dir = tmp / "examples", tmp / "report"
     result = run_ingestion(
         root,
@@ -86,22 +103,28 @@ def tolerant_run(tmp_path_factory: pytest.TempPathFactory):
     return root, bad, out_dir, report_dir, result, examples
 
 
+@pytest.mark.timeout(600)  # runs the fixture: a FIFO opened as a file would hang it
 def test_damaged_images_are_skipped_as_corrupt(tolerant_run) -> None:
     _, bad, _, report_dir, result, _ = tolerant_run
     report = json.loads((report_dir / contract.INGESTION_REPORT_FILE).read_text())
 
     assert report == result.report
     assert report["skipped_by_reason"] == {
+        layout.CAPTION_DUPLICATE: 1,
         layout.CAPTION_LINE_MALFORMED: 1,
         layout.IMAGE_CORRUPT: 2,
+        layout.IMAGE_NOT_REGULAR_FILE: 1,
     }
     examples = report["examples_by_reason"][layout.IMAGE_CORRUPT]
-    assert sorted(e.split(":")[0] for e in examples) == sorted(bad.values())
+    assert sorted(e.split(":")[0] for e in examples) == sorted([bad["corrupt"], bad["truncated"]])
+    assert report["examples_by_reason"][layout.IMAGE_NOT_REGULAR_FILE] == [
+        f"{bad['fifo']}: not a regular file but a FIFO"
+    ]
     assert report["total_images"] == NUM_IMAGES
-    assert report["skipped_images"] == 2
-    assert report["total_caption_lines"] == NUM_IMAGES * 5 + 1
-    assert report["skipped_caption_lines"] == 1
-    assert report["skipped_fraction"]["images"] == pytest.approx(2 / NUM_IMAGES)
+    assert report["skipped_images"] == 3
+    assert report["total_caption_lines"] == NUM_IMAGES * 5 + 2
+    assert report["skipped_caption_lines"] == 2
+    assert report["skipped_fraction"]["images"] == pytest.approx(3 / NUM_IMAGES)
     assert report["missing_split_files"] == []
     assert report["max_skipped_fraction"] == 0.5
 
@@ -111,7 +134,7 @@ def test_tolerant_run_writes_every_good_example(tolerant_run) -> None:
     expected_counts = {
         "train": SPLIT_SIZES["train"] - 1,
         "dev": SPLIT_SIZES["dev"] - 1,
-        "test": SPLIT_SIZES["test"],
+        "test": SPLIT_SIZES["test"] - 1,
     }
 
     assert result.splits == SPLITS
@@ -143,7 +166,7 @@ def test_no_image_id_in_two_splits(tolerant_run) -> None:
     *_, examples = tolerant_run
     ids = [feature(e, "image_id")[0] for split_examples in examples.values() for e in split_examples]
 
-    assert len(ids) == len(set(ids)) == NUM_IMAGES - 2
+    assert len(ids) == len(set(ids)) == NUM_IMAGES - 3
 
 
 def test_staging_is_gone_after_success(tolerant_run) -> None:
@@ -258,3 +281,52 @@ def test_load_record_gives_a_reason_instead_of_raising(tmp_path: Path) -> None:
     missing = records.load_record(record(tmp_path / "gone.jpg"), max_pixels=10**6)
     assert missing.skip_reason == layout.IMAGE_CORRUPT
     assert missing.example is None
+
+
+def test_load_record_skips_what_is_not_a_regular_file(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.jpg"
+    os.mkfifo(fifo)
+    (tmp_path / "folder.jpg").mkdir()
+    (tmp_path / "null.jpg").symlink_to(os.devnull)
+
+    def load(name: str) -> records.Outcome:
+        return records.load_record(
+            layout.ImageRecord(Path(name).stem, str(tmp_path / name), "train", ("A caption .",)), max_pixels=10**6
+        )
+
+    # Opening the FIFO for reading would wait for a writer: load it in a thread, and if
+    # it is still waiting after a few seconds, open the writing end to let it go.
+    outcome: list[records.Outcome] = []
+    thread = threading.Thread(target=lambda: outcome.append(load("fifo.jpg")), daemon=True)
+    thread.start()
+    thread.join(timeout=5)
+    hung = thread.is_alive()
+    if hung:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(timeout=5)
+    assert not hung, "load_record blocked on a FIFO"
+    assert outcome[0].skip_reason == layout.IMAGE_NOT_REGULAR_FILE
+    assert outcome[0].detail == "not a regular file but a FIFO"
+    assert outcome[0].example is None
+    assert load("folder.jpg").detail == "not a regular file but a directory"
+    assert load("null.jpg").detail == "not a regular file but a character device"
+    assert {load(n).skip_reason for n in ("folder.jpg", "null.jpg")} == {layout.IMAGE_NOT_REGULAR_FILE}
+
+
+def test_read_regular_file_refuses_a_path_swapped_for_a_fifo_after_the_check(tmp_path: Path, monkeypatch) -> None:
+    # The path is a regular file when stat looks, and a FIFO when it is opened.
+    path = tmp_path / "swapped.jpg"
+    path.write_bytes(b"jpeg")
+    real_open = os.open
+
+    def swap_then_open(name, flags, *args):
+        path.unlink()
+        os.mkfifo(path)
+        return real_open(name, flags, *args)
+
+    fake_os = types.ModuleType("os")
+    fake_os.__dict__.update(vars(os))
+    fake_os.open = swap_then_open
+    monkeypatch.setattr(records, "os", fake_os)
+    with pytest.raises(records.NotRegularFile, match="a FIFO"):
+        records.read_regular_file(str(path))

@@ -11,6 +11,7 @@ import pytest
 
 from data import layout
 from data.layout import (
+    CAPTION_DUPLICATE,
     CAPTION_EMPTY,
     CAPTION_FOR_MISSING_IMAGE,
     CAPTION_LINE_MALFORMED,
@@ -151,6 +152,80 @@ def test_malformed_lines_are_skipped(root: Path) -> None:
     assert dict(scan.tally.counts) == {CAPTION_LINE_MALFORMED: 3}
     (record,) = [r for r in scan.records["train"] if r.image_id == image_id]
     assert list(record.captions) == datasets.expected_captions(NUM_IMAGES, seed=1)[image_id]
+
+
+def test_index_that_is_a_digit_but_not_a_number_is_malformed(root: Path) -> None:
+    image_id = datasets.split_ids(root, "train")[0]
+    # "²" passes str.isdigit and fails int(); "٣" is an Arabic-Indic three, which int()
+    # would read: neither is the ASCII index the layout uses.
+    datasets.insert_caption_line(root, f"{image_id}.jpg#\u00b2\tsuperscript two".encode(), 2)
+    datasets.append_caption_line(root, f"{image_id}.jpg#\u0663\tArabic-Indic three".encode())
+
+    scan = scan_layout(root, SPLITS)
+
+    assert dict(scan.tally.counts) == {CAPTION_LINE_MALFORMED: 2}
+    assert scan.tally.examples[CAPTION_LINE_MALFORMED] == [
+        f"{layout.TOKEN_FILE}:3",
+        f"{layout.TOKEN_FILE}:{NUM_IMAGES * 5 + 2}",
+    ]
+    # The scan went on past the bad line: every image keeps its five captions.
+    assert len(all_ids(scan)) == NUM_IMAGES
+    (record,) = [r for r in scan.records["train"] if r.image_id == image_id]
+    assert list(record.captions) == datasets.expected_captions(NUM_IMAGES, seed=1)[image_id]
+
+
+def test_byte_order_mark_costs_no_caption_and_no_image(root: Path) -> None:
+    expected_ids = {s: datasets.split_ids(root, s) for s in SPLITS}
+    for path in [root / layout.TOKEN_FILE] + [root / layout.SPLIT_FILES[s] for s in SPLITS]:
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+
+    scan = scan_layout(root, SPLITS)
+
+    assert dict(scan.tally.counts) == {}
+    assert ids_by_split(scan) == expected_ids
+    expected = datasets.expected_captions(NUM_IMAGES, seed=1)
+    for records in scan.records.values():
+        for record in records:
+            assert list(record.captions) == expected[record.image_id]
+
+
+def test_token_file_written_twice_gives_each_image_its_captions_once(root: Path) -> None:
+    token = root / layout.TOKEN_FILE
+    token.write_bytes(token.read_bytes() * 2)
+
+    scan = scan_layout(root, SPLITS)
+
+    assert dict(scan.tally.counts) == {CAPTION_DUPLICATE: NUM_IMAGES * 5}
+    assert scan.tally.examples[CAPTION_DUPLICATE][0] == f"{layout.TOKEN_FILE}:{NUM_IMAGES * 5 + 1}"
+    assert scan.tally.caption_lines == NUM_IMAGES * 10
+    assert scan.tally.fractions()["caption_lines"] == 0.5
+    expected = datasets.expected_captions(NUM_IMAGES, seed=1)
+    for records in scan.records.values():
+        for record in records:
+            assert list(record.captions) == expected[record.image_id]
+
+
+def test_duplicate_caption_is_the_same_text_for_the_same_image(root: Path) -> None:
+    first, second = datasets.split_ids(root, "train")[:2]
+    caption = datasets.expected_captions(NUM_IMAGES, seed=1)[first][0]
+    # Same image and text under another index, and with other surrounding blanks: dropped.
+    datasets.append_caption_line(root, f"{first}.jpg#7\t{caption}".encode())
+    datasets.append_caption_line(root, f"{first}.jpg#8\t  {caption} ".encode())
+    # Another image, or the text in another case: not a duplicate.
+    datasets.append_caption_line(root, f"{second}.jpg#5\t{caption}".encode())
+    datasets.append_caption_line(root, f"{first}.jpg#9\t{caption.upper()}".encode())
+
+    scan = scan_layout(root, SPLITS)
+
+    assert dict(scan.tally.counts) == {CAPTION_DUPLICATE: 2}
+    assert scan.tally.examples[CAPTION_DUPLICATE] == [
+        f"{layout.TOKEN_FILE}:{NUM_IMAGES * 5 + 1}",
+        f"{layout.TOKEN_FILE}:{NUM_IMAGES * 5 + 2}",
+    ]
+    by_id = {r.image_id: r for r in scan.records["train"]}
+    assert by_id[first].captions.count(caption) == 1
+    assert by_id[first].captions[-1] == caption.upper()
+    assert by_id[second].captions[-1] == caption
 
 
 def test_blank_lines_are_neither_records_nor_skips(root: Path) -> None:

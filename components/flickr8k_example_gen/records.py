@@ -3,11 +3,15 @@
 Called inside the Beam pipeline of `ingest.py`, once per image, so it stays a pure
 function of the record: it reads the file, checks that it decodes completely (a truncated
 JPEG is caught here, not at training time) and keeps the bytes exactly as they are.
+Only regular files are read: a FIFO or a device named `<id>.jpg` would block the read
+(or never end), so it is skipped before anything waits on it.
 """
 
 from __future__ import annotations
 
 import io
+import os
+import stat
 from typing import NamedTuple
 
 import tensorflow as tf
@@ -51,6 +55,40 @@ def inspect_image(data: bytes, max_pixels: int) -> tuple[int, int]:
     return height, width
 
 
+class NotRegularFile(OSError):
+    """The path is a FIFO, device, socket or directory: no image, and reading a FIFO or a
+    device can block or never end."""
+
+
+def read_regular_file(path: str) -> bytes:
+    """The bytes of `path` if it is a regular file (or a link to one); else NotRegularFile.
+
+    The mode is checked with stat before opening (opening a FIFO for reading waits for a
+    writer), and again on the open descriptor in case the path was swapped in between;
+    O_NONBLOCK keeps that open from waiting.
+    """
+    _check_regular(os.stat(path).st_mode)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with open(fd, "rb") as f:
+        _check_regular(os.fstat(fd).st_mode)
+        return f.read()
+
+
+_FILE_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFDIR: "a directory",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def _check_regular(mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        kind = _FILE_KINDS.get(stat.S_IFMT(mode), f"file mode {mode:o}")
+        raise NotRegularFile(f"not a regular file but {kind}")
+
+
 def build_example(image_id: str, encoded: bytes, height: int, width: int, captions: tuple[str, ...]) -> tf.train.Example:
     """The pipeline's tf.Example: image_id, image/encoded (bytes as they are), size, captions."""
 
@@ -76,8 +114,9 @@ def build_example(image_id: str, encoded: bytes, height: int, width: int, captio
 def load_record(record: layout.ImageRecord, max_pixels: int) -> Outcome:
     """Read and check one image; never raises for bad data, so Beam keeps going."""
     try:
-        with open(record.path, "rb") as f:
-            encoded = f.read()
+        encoded = read_regular_file(record.path)
+    except NotRegularFile as e:
+        return Outcome(record.image_id, skip_reason=layout.IMAGE_NOT_REGULAR_FILE, detail=str(e))
     except OSError as e:
         return Outcome(record.image_id, skip_reason=layout.IMAGE_CORRUPT, detail=f"unreadable: {e}")
     try:

@@ -12,13 +12,18 @@ Two on-disk layouts exist:
 
 Nothing is unpickled freely: :class:`RestrictedUnpickler` resolves only the
 handful of globals a state_dict needs, each to a local numpy-building
-function, and refuses every other global with ``pickle.UnpicklingError``.
+function, refuses every other global and the BUILD opcode, and every tensor
+view is checked against its storage before a byte is copied (see
+:func:`_strided_copy`); all of these fail with ``pickle.UnpicklingError``.
+The tensors of one file together hold no more elements than its storages, so
+no storage is copied out over and over.
 """
 
 from __future__ import annotations
 
 import collections
 import io
+import math
 import pickle
 import struct
 import zipfile
@@ -59,29 +64,56 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=Fals
                        backward_hooks=None, metadata=None):
     """numpy twin of ``torch._utils._rebuild_tensor_v2``."""
     del requires_grad, backward_hooks, metadata
-    if isinstance(storage, _LegacyStorage):  # its bytes come later in the file
-        return _Deferred(storage, storage_offset, size, stride)
-    return _strided_copy(np.asarray(storage), storage_offset, size, stride)
+    return _Deferred(storage, storage_offset, size, stride)
 
 
-def _strided_copy(flat: np.ndarray, storage_offset, size, stride) -> np.ndarray:
-    """Copy the view (offset, size, stride, all in elements) out of a 1-D storage."""
-    size = tuple(int(s) for s in size)
-    stride = tuple(int(s) for s in stride)
-    offset = int(storage_offset)
-    if len(size) != len(stride):
-        raise pickle.UnpicklingError(f"tensor size {size} and stride {stride} differ in rank")
-    if any(s == 0 for s in size):
+def _strided_copy(flat, storage_offset, size, stride, max_elements: int) -> np.ndarray:
+    """Copy the view (offset, size, stride, all in elements) out of a 1-D storage.
+
+    A view is refused unless all of these hold:
+
+    * offset, sizes and strides are non-negative ints, one stride per dimension;
+    * it stays inside its storage: offset + sum((size_i - 1) * stride_i), the
+      last element it reaches, is below the storage's length;
+    * every dimension of size > 1 has a stride of at least 1. A zero stride
+      repeats one element along that dimension (torch's ``expand()``): no
+      parameter or buffer is saved that way, and it lets a few hundred bytes
+      unpack into gigabytes;
+    * it has no more elements than its storage, so strides that overlap in
+      other ways (size (n, n), stride (1, 1)) cannot multiply the data either;
+    * it has no more than ``max_elements`` (what is left of the file's budget).
+
+    An empty view (a 0 in its size) reads nothing and gives zeros of its shape.
+    """
+    if not isinstance(flat, np.ndarray) or flat.ndim != 1:
+        raise pickle.UnpicklingError(f"tensor storage is a {type(flat).__name__}, not a storage")
+    size, stride, offset = tuple(size), tuple(stride), storage_offset
+    where = f"tensor view (offset {offset!r}, size {size!r}, stride {stride!r})"
+    if not all(_is_count(n) for n in (offset, *size, *stride)) or len(size) != len(stride):
+        raise pickle.UnpicklingError(f"{where}: need non-negative ints and one stride per dimension")
+    if 0 in size:
         return np.zeros(size, dtype=flat.dtype)
     last = offset + sum((n - 1) * st for n, st in zip(size, stride))
-    if offset < 0 or last >= flat.size or any(st < 0 for st in stride):
+    if last >= flat.size:
+        raise pickle.UnpicklingError(f"{where} reaches element {last}, outside its storage of {flat.size}")
+    if any(n > 1 and st == 0 for n, st in zip(size, stride)):
+        raise pickle.UnpicklingError(f"{where} repeats elements: a zero stride on a dimension of size > 1")
+    numel = math.prod(size)
+    if numel > flat.size:
+        raise pickle.UnpicklingError(f"{where} has {numel} elements, more than its storage of {flat.size}")
+    if numel > max_elements:
         raise pickle.UnpicklingError(
-            f"tensor view (offset {offset}, size {size}, stride {stride}) "
-            f"does not fit its storage of {flat.size} elements")
+            f"{where}: the file's tensors would hold more elements than its storages "
+            "(a storage read over and over)")
     view = np.lib.stride_tricks.as_strided(
         flat[offset:], shape=size,
         strides=tuple(st * flat.itemsize for st in stride), writeable=False)
     return np.array(view, order="C", copy=True)
+
+
+def _is_count(value) -> bool:
+    """A non-negative int (bool is not one)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _rebuild_tensor(storage, storage_offset, size, stride):
@@ -104,16 +136,37 @@ _ALLOWED: dict[tuple[str, str], object] = {
 }
 
 
-class RestrictedUnpickler(pickle.Unpickler):
+class RestrictedUnpickler(pickle._Unpickler):
     """Unpickler that knows only the globals a torch state_dict needs.
 
     ``load_storage(storage_type, key, location, numel, view_metadata)`` must
     return a 1-D numpy array for a persistent id ``('storage', ...)``.
+
+    BUILD (set an object's state) is refused, save torch's own: the state_dict
+    OrderedDict's ``_metadata`` (module versions), which is dropped unread. Any
+    other BUILD could set attributes on the allow-listed objects themselves (a
+    storage type's dtype, a rebuild function's defaults) and so change how every
+    later file is read in this process. That opcode needs the pure-Python
+    unpickler (the C one offers no hook); a state_dict pickle holds only metadata,
+    so it is fast enough.
     """
+
+    dispatch = dict(pickle._Unpickler.dispatch)
 
     def __init__(self, file: BinaryIO, load_storage: Callable[..., np.ndarray] | None = None):
         super().__init__(file, encoding="utf-8")
         self._load_storage = load_storage
+
+    def load_build(self):
+        state = self.stack.pop()
+        target = self.stack[-1]
+        if type(target) is collections.OrderedDict and type(state) is dict and set(state) <= {"_metadata"}:
+            return  # torch's state_dict metadata: not needed here, so never set
+        raise pickle.UnpicklingError(
+            f"BUILD opcode refused: it would set state on a {type(target).__name__}; "
+            "a torch state_dict sets none but the state_dict's own _metadata")
+
+    dispatch[pickle.BUILD[0]] = load_build
 
     def find_class(self, module: str, name: str):
         try:
@@ -129,10 +182,14 @@ class RestrictedUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"unsupported persistent id {pid!r}")
         if self._load_storage is None:
             raise pickle.UnpicklingError("this pickle references storages but none can be loaded")
+        if len(pid) < 5:
+            raise pickle.UnpicklingError(f"unsupported persistent id {pid!r}")
         storage_type, key, location, numel = pid[1:5]
         view_metadata = pid[5] if len(pid) > 5 else None
         if not isinstance(storage_type, _StorageType):
             raise pickle.UnpicklingError(f"unsupported storage type {storage_type!r}")
+        if not _is_count(numel):
+            raise pickle.UnpicklingError(f"storage size {numel!r} is not a non-negative int")
         key = key.decode() if isinstance(key, bytes) else str(key)
         return self._load_storage(storage_type, key, location, int(numel), view_metadata)
 
@@ -161,13 +218,17 @@ class _LegacyStorage:
 
 
 class _Deferred:
-    """A tensor whose storage bytes had not been read when it was unpickled."""
+    """A tensor as unpickled: its storage and view, copied out only once all are checked.
 
-    def __init__(self, storage: _LegacyStorage, *view):
+    (In a legacy file the storage bytes come after the pickle anyway.)
+    """
+
+    def __init__(self, storage, *view):
         self.storage, self.view = storage, view
 
-    def materialize(self) -> np.ndarray:
-        return _strided_copy(self.storage.data(), *self.view)
+    def materialize(self, max_elements: int) -> np.ndarray:
+        flat = self.storage.data() if isinstance(self.storage, _LegacyStorage) else self.storage
+        return _strided_copy(flat, *self.view, max_elements=max_elements)
 
 
 def _load_legacy(f: BinaryIO) -> "collections.OrderedDict[str, np.ndarray]":
@@ -188,7 +249,11 @@ def _load_legacy(f: BinaryIO) -> "collections.OrderedDict[str, np.ndarray]":
         if view_metadata is None:
             return root
         _, offset, view_size = view_metadata  # (view_key, offset, size)
-        return _LegacyStorage(storage_type.dtype, int(view_size), root, int(offset))
+        if not (_is_count(offset) and _is_count(view_size) and offset + view_size <= root.numel):
+            raise pickle.UnpicklingError(
+                f"storage view (offset {offset!r}, size {view_size!r}) does not fit "
+                f"storage {key} of {root.numel} elements")
+        return _LegacyStorage(storage_type.dtype, view_size, root, offset)
 
     state = RestrictedUnpickler(f, load_storage).load()
     for key in _load_plain(f):
@@ -200,16 +265,27 @@ def _load_legacy(f: BinaryIO) -> "collections.OrderedDict[str, np.ndarray]":
         if numel != st.numel:
             raise ValueError(f"storage {key}: the file says {numel} elements, the pickle {st.numel}")
         st.array = np.frombuffer(_read_exact(f, numel * st.dtype.itemsize), dtype=st.dtype)
-    return _as_state_dict(state)
+    return _as_state_dict(state, sum(st.numel for st in storages.values()))
 
 
-def _as_state_dict(state) -> "collections.OrderedDict[str, np.ndarray]":
+def _as_state_dict(state, storage_elements: int) -> "collections.OrderedDict[str, np.ndarray]":
+    """Copy every tensor out, within the file's budget of ``storage_elements``.
+
+    Views that each fit their storage can still read one storage many times
+    over; the budget stops that. A tensor listed twice (tied weights: one object
+    in the pickle) is copied and counted once.
+    """
     if not isinstance(state, dict):
         raise ValueError(f"expected a state_dict (a mapping of tensors), got {type(state).__name__}")
     out = collections.OrderedDict()
+    copied: dict[int, np.ndarray] = {}
+    left = storage_elements
     for key, value in state.items():
         if isinstance(value, _Deferred):
-            value = value.materialize()
+            if id(value) not in copied:
+                copied[id(value)] = value.materialize(max_elements=left)
+                left -= copied[id(value)].size
+            value = copied[id(value)]
         if not isinstance(value, np.ndarray):
             raise ValueError(f"state_dict entry {key!r} is a {type(value).__name__}, not a tensor")
         out[str(key)] = value
@@ -238,7 +314,7 @@ def _load_zip(path: str) -> dict[str, np.ndarray]:
             return cache[key]
 
         state = RestrictedUnpickler(io.BytesIO(zf.read(pkl[0])), load_storage).load()
-    return _as_state_dict(state)
+    return _as_state_dict(state, sum(a.size for a in cache.values()))
 
 
 def _read_exact(f: BinaryIO, n: int) -> bytes:
