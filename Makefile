@@ -8,7 +8,7 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTHON ?= $(shell tools/find-python310.sh)
 
-.PHONY: install pipeline test test-fast data-synthetic data-flickr8k bench bench-scaling mlflow-ui clean help
+.PHONY: install pipeline test test-fast test-data test-model data-synthetic data-flickr8k bench bench-scaling mlflow-ui clean help
 .PHONY: compile-kfp retrain lineage bench-quality sweep
 
 # `make retrain` retrains on real data: flickr8k_lite0 unless PROFILE is given explicitly.
@@ -48,8 +48,14 @@ test: $(STAMP)  ## run every test (unit, data, model and end-to-end)
 	tools/ensure-chromium.sh
 	tools/run-pytest.sh
 
-test-fast: $(STAMP)  ## unit tests only, no pipeline runs
-	tools/run-pytest.sh -m "not e2e"
+test-fast: $(STAMP)  ## unit tests of code only: the inner loop (no data, model or end-to-end tests)
+	tools/run-pytest.sh -m unit
+
+test-data: $(STAMP)  ## data tests: layouts, ingestion, validation, synthetic data, the transform
+	tools/run-pytest.sh -m data
+
+test-model: $(STAMP)  ## model tests: backbones, decoders, training options, feature extraction
+	tools/run-pytest.sh -m model
 
 data-synthetic: $(STAMP)  ## write the synthetic dataset of the smoke profile
 	$(VPY) -m data.synthetic --profile $(PROFILE)

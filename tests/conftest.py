@@ -1,4 +1,5 @@
-"""Shared fixtures: one smoke pipeline run per test session, inspected by many tests.
+"""Shared fixtures: one smoke pipeline run per test session, inspected by many tests; and
+the kind of every test (unit, data, model, e2e), so each kind runs on its own.
 
 The run is expensive (TFX, TF and Beam start-up plus every component), so tests that only
 read its outputs share it through the session-scoped `smoke_run` fixture instead of
@@ -17,6 +18,26 @@ import pytest
 
 from configs import Config
 from tests.runs import smoke_config
+
+
+# Tests by kind, as Made With ML splits them. `e2e` tests mark themselves (they run a
+# pipeline or a real server); of the others, these modules test data handling or models,
+# and every other module is a unit test of code (`make test-fast` runs only those).
+DATA_TESTS = {
+    "test_anomalies_check", "test_download", "test_ingest", "test_layout", "test_synthetic", "test_transform",
+}
+MODEL_TESTS = {
+    "test_backbones", "test_decoder", "test_epoch_selection", "test_feature_extractor", "test_training_options",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("e2e"):
+            continue
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        kind = "data" if module in DATA_TESTS else "model" if module in MODEL_TESTS else "unit"
+        item.add_marker(getattr(pytest.mark, kind))
 
 
 @dataclasses.dataclass(frozen=True)
