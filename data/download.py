@@ -48,6 +48,8 @@ MIRROR_ENV = "CAPTIONER_FLICKR8K_MIRROR"
 DEFAULT_MIRROR = "https://github.com/jbrownlee/Datasets/releases/download/Flickr8k"
 IMAGES_ARCHIVE = "Flickr8k_Dataset.zip"
 TEXT_ARCHIVE = "Flickr8k_text.zip"
+# What the user is told before the download starts (both archives together).
+RELEASE_SIZE = "about 1 GB"
 # Published md5s of the release assets; prepare_flickr8k(checksums=...) overrides them.
 CHECKSUMS: dict[str, str] = {
     IMAGES_ARCHIVE: "f18a1e2920de5bd84dae7cf08ec78978",

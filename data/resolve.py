@@ -15,8 +15,16 @@ from data import download, layout, synthetic
 log = logging.getLogger(__name__)
 
 
+# The two ways out, named whenever the data is neither here nor downloadable.
+WAYS_OUT = (
+    "point CAPTIONER_DATA_DIR at a copy in the release layout "
+    "(CAPTIONER_DATA_DIR=/path/to/flickr8k make pipeline), "
+    "or take a first look on synthetic data (make demo)"
+)
+
+
 class DatasetMissingError(FileNotFoundError):
-    """The data directory does not hold the dataset and downloading is off."""
+    """The data directory does not hold the dataset and it cannot be downloaded."""
 
 
 def ensure_dataset(config: Config) -> Path:
@@ -28,11 +36,16 @@ def ensure_dataset(config: Config) -> Path:
         return data_dir
     if layout.looks_like_flickr8k_layout(data_dir):
         return data_dir
+    missing = f"{data_dir} does not hold Flickr8k (it needs Flicker8k_Dataset/ and Flickr8k.token.txt)"
     if not config.data.download:
-        raise DatasetMissingError(
-            f"{data_dir} does not hold Flickr8k (it needs Flicker8k_Dataset/ and "
-            "Flickr8k.token.txt); set CAPTIONER_DATA_DIR to a copy in the release layout, "
-            "or set data.download: true to fetch the release archives"
-        )
-    log.info("Flickr8k not found in %s: downloading the release archives", data_dir)
-    return download.prepare_flickr8k(data_dir)
+        raise DatasetMissingError(f"{missing}; {WAYS_OUT}, or set data.download: true to fetch the release")
+    log.info(
+        "Flickr8k not found in %s: downloading the release archives (%s, resumable), "
+        "then the whole pipeline runs on it (see the README for its time)",
+        data_dir,
+        download.RELEASE_SIZE,
+    )
+    try:
+        return download.prepare_flickr8k(data_dir)
+    except download.DownloadError as e:
+        raise DatasetMissingError(f"{missing} and the download failed: {e}. To go on, {WAYS_OUT}") from e
