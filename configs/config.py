@@ -243,6 +243,19 @@ class PushConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ServingConfig:
+    """What the exported serving graph accepts (models/export.py)."""
+
+    # Images whose header claims more pixels (width x height) are refused with
+    # InvalidArgument (HTTP 400) before they are decoded: a guard against decompression bombs.
+    max_image_pixels: int = 40_000_000
+
+    def __post_init__(self) -> None:
+        if self.max_image_pixels < 1:
+            raise ConfigError(f"serving.max_image_pixels must be >= 1, got {self.max_image_pixels}")
+
+
+@dataclasses.dataclass(frozen=True)
 class MlflowConfig:
     """Where each pipeline run is recorded in MLflow (tracking/)."""
 
@@ -277,6 +290,7 @@ class Config:
     decode: DecodeConfig = DecodeConfig()
     gate: GateConfig = GateConfig()
     push: PushConfig = PushConfig()
+    serving: ServingConfig = ServingConfig()
     mlflow: MlflowConfig = MlflowConfig()
 
     def resolve(self, path: str) -> Path:

@@ -59,6 +59,7 @@ class TrainerConfig:
     length_penalty: float
     no_repeat_ngram_size: int
     default_decoder: str
+    max_image_pixels: int = 40_000_000  # serving.max_image_pixels: larger images get a 400
 
 
 def trainer_config(config: Any) -> dict[str, Any]:
@@ -89,6 +90,7 @@ def trainer_config(config: Any) -> dict[str, Any]:
             length_penalty=config.decode.length_penalty,
             no_repeat_ngram_size=config.decode.no_repeat_ngram_size,
             default_decoder=config.decode.default,
+            max_image_pixels=config.serving.max_image_pixels,
         )
     )
 
@@ -278,6 +280,7 @@ def run_fn(fn_args: Any) -> None:
             cfg.max_length, cfg.beam_width, cfg.length_penalty, cfg.default_decoder, cfg.no_repeat_ngram_size
         ),
         export_dir=fn_args.serving_model_dir,
+        max_image_pixels=cfg.max_image_pixels,
     )
     log.info("exported the serving model to %s in %.1f s", fn_args.serving_model_dir, time.monotonic() - started)
 
