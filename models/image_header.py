@@ -15,9 +15,9 @@ import tensorflow as tf
 
 JPEG, PNG, GIF, BMP, OTHER = 0, 1, 2, 3, 4
 _HEAD = 32  # bytes read for the fixed-position header fields
-# A GIF's first frame is walked one data sub-block per loop step; real encoders write
-# 255-byte sub-blocks, so this many covers a first frame of about 50 MB.
-MAX_GIF_SUB_BLOCKS = 200_000
+# Loop steps to find a GIF's first frame: one per block and per sub-block shorter than 255
+# bytes. Real files need a handful (a few extensions, the frame's last sub-block).
+MAX_GIF_STEPS = 256
 
 
 def image_format(encoded: tf.Tensor) -> tf.Tensor:
@@ -72,57 +72,71 @@ def _bmp_size(encoded: tf.Tensor) -> tf.Tensor:
 
 
 def _walk_gif(encoded: tf.Tensor):
-    """(end of the first frame's data or -1, its height, its width) by walking GIF blocks."""
-    data = tf.io.decode_raw(encoded, tf.uint8)
-    n = tf.cast(tf.size(data), tf.int64)
+    """(end of the first frame's data or -1, its height, its width) by walking GIF blocks.
 
-    def byte(i):  # 0 past the end
-        i = tf.cast(i, tf.int64)
-        return tf.where(i < n, tf.cast(tf.gather(data, tf.clip_by_value(i, 0, tf.maximum(n - 1, 0))), tf.int64), 0)
+    A block's data is a chain of sub-blocks (a size byte, then that many bytes) ended by a
+    size of 0. Encoders write full 255-byte sub-blocks, so a run of them is skipped in one
+    vector step (every 256th byte is 255 up to the run's end); any other sub-block is one
+    loop step, and a file that needs more than MAX_GIF_STEPS of them is refused, which keeps
+    the walk cheap whatever the bytes.
+    """
+    data = tf.io.decode_raw(encoded, tf.uint8)  # bytes stay bytes: only scalars are widened
+    n = tf.size(data, out_type=tf.int64)
 
     def i64(value):
         return tf.constant(value, tf.int64)
 
+    def byte(i):  # 0 past the end
+        i = tf.cast(i, tf.int64)
+        value = tf.cast(tf.gather(data, tf.clip_by_value(i, 0, tf.maximum(n - 1, 0))), tf.int64)
+        return tf.where(i < n, value, i64(0))
+
+    def skip_full_run(pos):  # pos holds 255: the first position after the run of 255-byte sub-blocks
+        sizes = tf.strided_slice(data, [pos], [n], [256])
+        other = tf.not_equal(sizes, tf.constant(255, tf.uint8))
+        run = tf.where(tf.reduce_any(other), tf.argmax(other, output_type=tf.int64), tf.size(sizes, out_type=tf.int64))
+        return pos + 256 * run
+
     def table(flags):  # bytes of the colour table a flags byte announces
         return tf.where(flags >= 128, 3 * tf.bitwise.left_shift(i64(2), flags % 8), i64(0))
 
-    start = 13 + table(byte(10))
-    zero = i64(0)
-
-    # State: position, mode (0: at a block's first byte, 1: in an extension's sub-blocks,
-    # 2: in the first image's sub-blocks), end (-1: going on, -2: stopped without an image).
+    # State: position; mode (0: at a block's first byte, 1: in an extension's sub-blocks,
+    # 2: in the first frame's sub-blocks); end (-1: going on, -2: stopped without a first
+    # frame, else where the first frame's data ends); the first frame's height and width.
     def step(pos, mode, end, height, width):
         b = byte(pos)
-        is_ext, is_img = b == 0x21, b == 0x2C
-        image_data = pos + 10 + table(byte(pos + 9)) + 1  # descriptor, local table, LZW code size
         at_block = tf.equal(mode, 0)
-        block_pos = tf.where(is_ext, pos + 2, tf.where(is_img, image_data, pos))
-        block_mode = tf.where(is_ext, i64(1), tf.where(is_img, i64(2), i64(0)))
-        block_end = tf.where(is_ext | is_img, i64(-1), i64(-2))
-        sub_pos = pos + b + 1
-        sub_mode = tf.where(tf.equal(b, 0), i64(0), mode)
-        sub_end = tf.where(tf.equal(b, 0) & tf.equal(mode, 2), pos + 1, i64(-1))
-        new_image = at_block & is_img
+        is_ext, is_img = at_block & tf.equal(b, 0x21), at_block & tf.equal(b, 0x2C)
+        image_data = pos + 10 + table(byte(pos + 9)) + 1  # descriptor, local table, LZW code size
+        in_chain = ~at_block
+        chain_next = tf.cond(in_chain & tf.equal(b, 255), lambda: skip_full_run(pos), lambda: pos + b + 1)
+        chain_over = in_chain & tf.equal(b, 0)
+        next_pos = tf.where(is_ext, pos + 2, tf.where(is_img, image_data, tf.where(chain_over, pos + 1, chain_next)))
+        next_mode = tf.where(is_ext, i64(1), tf.where(is_img, i64(2), tf.where(chain_over, i64(0), mode)))
+        next_end = tf.where(
+            chain_over & tf.equal(mode, 2), pos + 1, tf.where(at_block & ~is_ext & ~is_img, i64(-2), i64(-1))
+        )
         return (
-            tf.where(at_block, block_pos, sub_pos),
-            tf.where(at_block, block_mode, sub_mode),
-            tf.where(at_block, block_end, sub_end),
-            tf.where(new_image, byte(pos + 7) + 256 * byte(pos + 8), height),
-            tf.where(new_image, byte(pos + 5) + 256 * byte(pos + 6), width),
+            next_pos,
+            next_mode,
+            next_end,
+            tf.where(is_img, byte(pos + 7) + 256 * byte(pos + 8), height),
+            tf.where(is_img, byte(pos + 5) + 256 * byte(pos + 6), width),
         )
 
+    zero = i64(0)
     pos, _, end, height, width = tf.while_loop(
-        lambda pos, mode, end, h, w: (end == -1) & (pos < n),
+        lambda pos, mode, end, h, w: tf.equal(end, -1) & (pos < n),
         step,
-        (start, zero, i64(-1), zero, zero),
-        maximum_iterations=MAX_GIF_SUB_BLOCKS,
+        (13 + table(byte(10)), zero, i64(-1), zero, zero),
+        maximum_iterations=MAX_GIF_STEPS,
     )
     walked = tf.debugging.Assert(
-        (end != -1) | (pos >= n),
-        [f"GIF's first frame has over {MAX_GIF_SUB_BLOCKS} data blocks; refusing to walk it"],
+        ~tf.equal(end, -1) | (pos >= n),
+        [f"GIF needs over {MAX_GIF_STEPS} steps to find its first frame's end (blocks shorter than 255 bytes); re-encode it"],
     )
     with tf.control_dependencies([walked]):
-        return tf.identity(end), height, width
+        return tf.where(end >= 0, end, i64(-1)), height, width
 
 
 def _gif(encoded: tf.Tensor):

@@ -123,3 +123,24 @@ def test_single_frame_gif_decodes_like_pil():
     _, first = size_and_bytes(tf.constant(buffer.getvalue()))
     decoded = tf.io.decode_image(first.numpy(), channels=3, expand_animations=False).numpy()
     assert decoded.shape == (12, 10, 3)
+
+
+def test_gif_walk_stays_cheap_whatever_the_sub_blocks():
+    """Full 255-byte sub-blocks are skipped in one vector step (a 10 MB frame in well under a
+    second); a frame of many short sub-blocks is refused instead of walked byte by byte."""
+    gif = bytearray(encode(np.zeros((4, 4, 3), np.uint8), "GIF"))
+    descriptor = gif.index(b"\x2c", 13)
+    assert gif[descriptor + 9] & 0x80 == 0  # no local colour table
+    head = bytes(gif[: descriptor + 10]) + b"\x02"
+    frame = head + (b"\xff" + bytes(255)) * 20_000 + b"\x03abc\x00"
+    second = frame[descriptor:]
+    size_and_bytes(tf.constant(bytes(gif)))  # traced
+    started = time.perf_counter()
+    _, first = size_and_bytes(tf.constant(frame + second[:1000] + b"\x3b"))
+    assert time.perf_counter() - started < 1.0
+    assert first.numpy() == frame + b"\x3b"
+    short_blocks = head + b"\x01\x00" * 100_000 + b"\x00\x3b"
+    started = time.perf_counter()
+    with pytest.raises(tf.errors.InvalidArgumentError, match="re-encode it"):
+        size_and_bytes(tf.constant(short_blocks))
+    assert time.perf_counter() - started < 1.0
