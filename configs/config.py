@@ -260,6 +260,19 @@ class PushConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ServingConfig:
+    """What the exported serving graph accepts (models/export.py)."""
+
+    # Images whose header claims more pixels (width x height) are refused with
+    # InvalidArgument (HTTP 400) before they are decoded: a guard against decompression bombs.
+    max_image_pixels: int = 40_000_000
+
+    def __post_init__(self) -> None:
+        if self.max_image_pixels < 1:
+            raise ConfigError(f"serving.max_image_pixels must be >= 1, got {self.max_image_pixels}")
+
+
+@dataclasses.dataclass(frozen=True)
 class MlflowConfig:
     """Where each pipeline run is recorded in MLflow (tracking/)."""
 
@@ -294,6 +307,7 @@ class Config:
     decode: DecodeConfig = DecodeConfig()
     gate: GateConfig = GateConfig()
     push: PushConfig = PushConfig()
+    serving: ServingConfig = ServingConfig()
     mlflow: MlflowConfig = MlflowConfig()
 
     def resolve(self, path: str) -> Path:
@@ -342,6 +356,7 @@ class TrainerSections:
     model: ModelConfig
     train: TrainConfig
     decode: DecodeConfig
+    serving: ServingConfig
 
     @classmethod
     def of(cls, config: Config) -> TrainerSections:
@@ -349,7 +364,7 @@ class TrainerSections:
         features = config.features
         if features.weights_path:
             features = dataclasses.replace(features, weights_path=str(config.resolve(features.weights_path)))
-        return cls(features, config.text, config.model, config.train, config.decode)
+        return cls(features, config.text, config.model, config.train, config.decode, config.serving)
 
     def to_custom_config(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,7 +1,8 @@
 """Exports the serving SavedModel: encoded images in, captions out, all in one graph.
 
 Called by models/trainer.py at the end of training. Signatures (inputs `images`,
-tf.string [None], JPEG/PNG/GIF/BMP bytes, already base64-decoded by TF Serving):
+tf.string [None], JPEG/PNG/GIF/BMP bytes, already base64-decoded by TF Serving; an image
+whose header claims more than max_image_pixels fails with InvalidArgument before decoding):
   - `greedy`: {caption [N], log_probability [N]} (sum of the chosen tokens' log-probabilities)
   - `beam_search` (when decode.beam_width > 1): {caption [N], alternatives [N, K],
     scores [N, K]}, best first, scores = log-probability / length**length_penalty
@@ -21,7 +22,7 @@ import tensorflow as tf
 
 from models import text
 from models.decoding import beam_search_decode, greedy_decode
-from models.images import decode_images
+from models.images import DEFAULT_MAX_PIXELS, decode_images
 
 IMAGES_SPEC = tf.TensorSpec([None], tf.string, name="images")
 
@@ -38,8 +39,17 @@ class DecodeSettings:
 class CaptionPipeline:
     """Image bytes -> features -> token ids -> text, for a batch; its parts are exported."""
 
-    def __init__(self, feature_model: keras.Model, captioner: keras.Model, vocabulary: list[str], image_size: int, settings: DecodeSettings):
+    def __init__(
+        self,
+        feature_model: keras.Model,
+        captioner: keras.Model,
+        vocabulary: list[str],
+        image_size: int,
+        settings: DecodeSettings,
+        max_image_pixels: int = DEFAULT_MAX_PIXELS,
+    ):
         self.feature_model = feature_model
+        self.max_image_pixels = max_image_pixels
         self.captioner = captioner
         self.image_size = image_size
         self.settings = settings
@@ -55,7 +65,7 @@ class CaptionPipeline:
 
     def features(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         """The image inputs the captioner reads, as the trainer fed them."""
-        out = self.feature_model(decode_images(images, self.image_size))
+        out = self.feature_model(decode_images(images, self.image_size, self.max_image_pixels))
         return {name: image_input(out, name) for name in self.captioner.image_inputs}
 
     def greedy(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -106,9 +116,10 @@ def export_serving_model(
     image_size: int,
     settings: DecodeSettings,
     export_dir: str | Path,
+    max_image_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Write the SavedModel with the signatures described in the module docstring."""
-    pipeline = CaptionPipeline(feature_model, captioner, vocabulary, image_size, settings)
+    pipeline = CaptionPipeline(feature_model, captioner, vocabulary, image_size, settings, max_image_pixels)
     archive = keras.export.ExportArchive()
     for part in (pipeline.feature_model, pipeline.captioner):
         archive.track(part)

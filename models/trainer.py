@@ -233,6 +233,7 @@ def run_fn(fn_args: Any) -> None:
             cfg.decode.no_repeat_ngram_size,
         ),
         export_dir=fn_args.serving_model_dir,
+        max_image_pixels=cfg.serving.max_image_pixels,
     )
     log.info("exported the serving model to %s in %.1f s", fn_args.serving_model_dir, time.monotonic() - started)
 

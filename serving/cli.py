@@ -7,8 +7,9 @@ so one bad file costs only its own result.
 
     caption photos/ extra.jpg 'shots/*.png'      # path<TAB>caption per image
     caption --json --beam photos/                # one JSON object per image
-Exit status: 0 all captioned, 1 some files failed (each one named on stderr),
-2 no server answered (or the model / version does not exist there).
+Exit status: 0 all captioned, 1 some files failed (each one named on stderr; a file too
+large for the server's request limit is skipped without being sent), 2 no server answered
+(or the model / version does not exist there).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence, TextIO
 
-from serving.client import DEFAULT_URL, CaptionClient, ServerUnreachable, ServingError
+from serving.client import DEFAULT_URL, CaptionClient, ServerUnreachable, ServingError, request_bytes
+from serving.rest import DEFAULT_MAX_BODY_BYTES
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -51,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object per image: path, caption, alternatives/scores (--beam), version")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for each request (default 120)")
+    parser.add_argument("--max-request-mb", type=float, default=DEFAULT_MAX_BODY_BYTES / 2**20,
+                        help="the server's request-size limit (default 10, the local server's --max-body-mb): "
+                             "requests are kept under it and a larger file is skipped with a message")
     parser.add_argument("--quiet", action="store_true", help="no progress line on stderr")
     return parser
 
@@ -87,9 +92,16 @@ def collect_files(arguments: Sequence[str]) -> tuple[list[Path], list[str]]:
     return unique, errors
 
 
-def batches(items: Sequence, size: int) -> Iterator[Sequence]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def batches(files: Sequence[tuple[Path, int]], size: int, max_bytes: int) -> Iterator[list[tuple[Path, int]]]:
+    """(path, file size) in order, in requests of at most `size` files and `max_bytes` of body."""
+    batch: list[tuple[Path, int]] = []
+    for item in files:
+        if batch and (len(batch) == size or request_bytes([s for _, s in batch] + [item[1]]) > max_bytes):
+            yield batch
+            batch = []
+        batch.append(item)
+    if batch:
+        yield batch
 
 
 def describe_failure(error: ServingError) -> str:
@@ -156,14 +168,30 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if not errors:
             print("error: no images to caption", file=err)
         return 1
-    client = CaptionClient(args.url, model=args.model, version=args.version, label=args.label, timeout=args.timeout)
+    max_bytes = int(args.max_request_mb * 2**20)
+    client = CaptionClient(args.url, model=args.model, version=args.version, label=args.label, timeout=args.timeout,
+                           max_request_bytes=max_bytes)
     signature = "beam_search" if args.beam else None
     failed = len(errors)
-    progress = Progress(len(files), enabled=not args.quiet and len(files) > args.batch_size, err=err)
+    sized = []
+    for path in files:
+        try:
+            size = path.stat().st_size
+        except OSError as error:
+            print(f"error: {path}: cannot read ({error.strerror})", file=err)
+            failed += 1
+            continue
+        if request_bytes([size]) > max_bytes:
+            print(f"error: {path}: too large for the server ({size / 2**20:.1f} MB; a request may carry "
+                  f"{args.max_request_mb:g} MB of base64, see --max-request-mb); skipped", file=err)
+            failed += 1
+            continue
+        sized.append((path, size))
+    progress = Progress(len(sized), enabled=not args.quiet and len(sized) > args.batch_size, err=err)
     try:
-        for batch in batches(files, args.batch_size):
+        for batch in batches(sized, args.batch_size, max_bytes):
             items = []
-            for path in batch:
+            for path, _ in batch:
                 try:
                     items.append((path, path.read_bytes()))
                 except OSError as error:
@@ -188,6 +216,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.batch_size < 1:
         print("error: --batch-size must be at least 1", file=sys.stderr)
+        return 2
+    if not args.max_request_mb > 0:
+        print("error: --max-request-mb must be more than 0", file=sys.stderr)
         return 2
     return run(args, sys.stdout, sys.stderr)
 

@@ -13,12 +13,23 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import socket
 import urllib.error
 import urllib.request
 from typing import Any, Sequence
 
+from serving.rest import DEFAULT_MAX_BODY_BYTES
+
 DEFAULT_URL = "http://127.0.0.1:8501"
+# JSON around each image's base64 ({"b64": "..."}, ) and around the batch (generous).
+_PER_IMAGE_BYTES = 16
+_PER_REQUEST_BYTES = 128
+
+
+def request_bytes(image_sizes: Sequence[int]) -> int:
+    """An upper bound on the :predict body for images of these sizes (base64 in row format)."""
+    return _PER_REQUEST_BYTES + sum(4 * math.ceil(size / 3) + _PER_IMAGE_BYTES for size in image_sizes)
 
 
 class ServingError(Exception):
@@ -38,6 +49,10 @@ class ServerUnreachable(ServingError):
     """No answer at all: nothing listens at the URL, DNS failed, or the request timed out."""
 
 
+class RequestTooLarge(ServingError):
+    """Refused by the client itself: the body would be over the server's request-size limit."""
+
+
 class CaptionClient:
     def __init__(
         self,
@@ -46,6 +61,7 @@ class CaptionClient:
         version: int | None = None,
         label: str | None = None,
         timeout: float = 60.0,
+        max_request_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ):
         if version is not None and label is not None:
             raise ValueError("give a version or a label, not both")
@@ -54,6 +70,7 @@ class CaptionClient:
         self.version = version
         self.label = label
         self.timeout = timeout
+        self.max_request_bytes = max_request_bytes  # the server's limit (the local server's default)
 
     @property
     def model_url(self) -> str:
@@ -72,6 +89,12 @@ class CaptionClient:
         the model version that answered when the server says (the local server does) or the
         client can tell (a pinned version; otherwise the newest AVAILABLE one in the status).
         """
+        size = request_bytes([len(image) for image in images])
+        if size > self.max_request_bytes:
+            raise RequestTooLarge(
+                f"a request of about {size / 2**20:.1f} MB is over the server's limit of "
+                f"{self.max_request_bytes / 2**20:g} MB", status=413, url=self.model_url,
+            )
         body: dict[str, Any] = {"instances": [{"b64": base64.b64encode(image).decode("ascii")} for image in images]}
         if signature:
             body["signature_name"] = signature
@@ -117,6 +140,10 @@ class CaptionClient:
             raise ServingError(_error_text(error), status=error.code, url=url) from None
         except (urllib.error.URLError, ConnectionError, socket.timeout, TimeoutError) as error:
             reason = getattr(error, "reason", error)
+            if isinstance(reason, (BrokenPipeError, ConnectionResetError)):
+                # It answered the connection, then closed it on this request (too large, too slow):
+                # a failure of this request, not a missing server.
+                raise ServingError(f"the server at {self.url} closed the connection during the request ({reason.strerror})", url=url) from None
             reason = getattr(reason, "strerror", None) or reason  # "Connection refused", not "[Errno 111] ..."
             raise ServerUnreachable(f"cannot reach the caption server at {self.url} ({reason})", url=url) from None
         except json.JSONDecodeError as error:

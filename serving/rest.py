@@ -4,7 +4,8 @@ Called by serving/local_server.py; pure Python (no TensorFlow), so it is unit-te
 own. It follows TF Serving's json_tensor.cc for the parts this model uses: the row format
 (`instances`) and the columnar format (`inputs`), `{"b64": ...}` binary values, and the
 response shapes (`predictions` / `outputs`; a single output tensor is given without its
-name). Every client mistake becomes a `RestError` with TF Serving's status code.
+name). Every client mistake becomes a `RestError` with TF Serving's status code, and its
+message where TF Serving has one (its http_rest_api_handler.cc and json_tensor.cc).
 """
 
 from __future__ import annotations
@@ -20,11 +21,18 @@ from typing import Any, Callable, Mapping, Sequence
 ROW = "row"
 COLUMNAR = "columnar"
 DEFAULT_SIGNATURE = "serving_default"
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024  # the local server's default request-size limit
+VERBS = ("predict", "classify", "regress")
+_MAX_INT64 = 2**63 - 1
 
+# TF Serving matches its URL patterns case-insensitively ((?i) in its regexes); the model
+# name, label and verb keep their case (`:PREDICT` is not a verb there either).
+_API_PREFIX = re.compile(r"^/v1(?:/|$)", re.IGNORECASE)
 _MODEL_URL = re.compile(
-    r"^/v1/models/(?P<model>[^/:]+)"
+    r"^/v1/models(?:/(?P<model>[^/:]+))?"
     r"(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
-    r"(?::(?P<verb>[A-Za-z]+)|/(?P<metadata>metadata))?$"
+    r"(?::(?P<verb>[^/:]*)|/(?P<metadata>metadata))?$",
+    re.IGNORECASE,
 )
 
 
@@ -41,21 +49,37 @@ class RestError(Exception):
 class Route:
     """What a /v1/models/... URL asks for."""
 
-    model: str
+    model: str  # "" for /v1/models itself (TF Serving: "Missing model name in request.")
     version: int | None = None
     label: str | None = None
     verb: str | None = None  # "predict", "classify", "regress" (POST)
     metadata: bool = False
 
 
+def is_api_path(path: str) -> bool:
+    """A /v1/... path: TF Serving's REST handler answers it (anything else is not its business)."""
+    return bool(_API_PREFIX.match(path))
+
+
+def malformed(method: str, path: str) -> RestError:
+    """TF Serving's answer to a /v1/ request that matches none of its URL patterns."""
+    return RestError(400, f"Malformed request: {method} {_clip(path)}")
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def parse_route(path: str) -> Route | None:
-    """The Route of a /v1/models/ path, or None when the path is not one (a 404)."""
+    """The Route of a /v1/models path, or None when the path is not one."""
     match = _MODEL_URL.match(path)
     if not match:
         return None
     version = match["version"]
+    if version is not None and int(version) > _MAX_INT64:
+        raise RestError(400, f"Failed to convert version: {_clip(version)} to numeric.")
     return Route(
-        model=match["model"],
+        model=match["model"] or "",
         version=int(version) if version is not None else None,
         label=match["label"],
         verb=match["verb"],
@@ -80,12 +104,13 @@ def _is_b64_object(value: Any) -> bool:
 
 
 def decode_b64(text: str) -> bytes:
-    """Standard base64 (padding optional), or its URL-safe variant, as TF Serving accepts."""
+    """Standard base64 (padding optional), or its URL-safe variant, as TF Serving accepts;
+    any other character (bar whitespace) is an error, never silently dropped."""
     cleaned = "".join(text.split())
     cleaned += "=" * (-len(cleaned) % 4)
     try:
         if "-" in cleaned or "_" in cleaned:
-            return base64.urlsafe_b64decode(cleaned.encode("ascii"))
+            return base64.b64decode(cleaned.encode("ascii"), altchars=b"-_", validate=True)
         return base64.b64decode(cleaned.encode("ascii"), validate=True)
     except (binascii.Error, ValueError, UnicodeEncodeError) as error:
         raise RestError(400, f"Unable to base64 decode: {error}") from None
@@ -120,9 +145,31 @@ def parse_json(body: bytes) -> dict:
         raise RestError(400, f"JSON Parse error: {error.msg} at offset: {error.pos}") from None
     except RecursionError:
         raise RestError(400, "JSON Parse error: the document is nested too deeply") from None
+    if _has_lone_surrogate(doc):
+        # "\ud800" parses in Python but is no Unicode text; RapidJSON (TF Serving) refuses it.
+        raise RestError(400, "JSON Parse error: The surrogate pair in string is invalid.")
     if not isinstance(doc, dict):
         raise RestError(400, f"JSON Value: {_short(doc)} Is not object")
     return doc
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """Whether a parsed JSON value holds a string (or key) with an unpaired surrogate."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def parse_predict(body: bytes, signature_inputs: Callable[[str], Sequence[str]]) -> PredictRequest:
@@ -243,4 +290,5 @@ def format_predict_response(outputs: Mapping[str, Sequence[Any]], fmt: str) -> d
 
 
 def dumps(body: Any) -> bytes:
-    return json.dumps(body, ensure_ascii=False).encode("utf-8")
+    """JSON as UTF-8; a lone surrogate (never valid UTF-8) is written as its \\u escape."""
+    return json.dumps(body, ensure_ascii=False).encode("utf-8", "backslashreplace")

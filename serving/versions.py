@@ -2,7 +2,9 @@
 
 Called by serving/local_server.py. It mirrors TF Serving's file-system source with the
 `latest` version policy: numeric subdirectories of the base directory are versions; the
-newest `num_versions` of them (plus any version a label pins) are loaded, newest first; a
+newest `num_versions` of them that load (plus any version a label pins) are loaded, newest
+first, so a corrupt newest version leaves the one below it serving (its error shown in the
+status); a
 new version is loaded completely (and warmed up) before requests switch to it, and older
 versions are unloaded only once a newer one is AVAILABLE. The loader is injected, so the
 policy is tested without TensorFlow.
@@ -129,26 +131,37 @@ class ModelVersions:
         return found
 
     def scan_once(self) -> None:
-        """One poll: load what the policy wants (newest first), then unload what it no longer wants."""
+        """One poll: load what the policy wants (newest first, past versions that fail to load),
+        then unload what it no longer wants."""
         on_disk = self._on_disk()
         prints = {version: fingerprint(path) for version, path in on_disk.items()}
         first_scan, previous = self._seen is None, self._seen or {}
         self._seen = prints
-        pinned = {v for v in self.labels.values() if v in on_disk}
-        aspired = set(sorted(on_disk)[-self.num_versions :]) | pinned
-        for version in sorted(aspired, reverse=True):
+
+        def ensure(version: int) -> bool:
+            """Loads a version unless it is loaded or pending; False when it fails to load."""
             with self._lock:
                 state = self._states.get(version)
             if state is not None and state.state in (AVAILABLE, LOADING):
-                continue
+                return True
             if state is not None and state.error and state.fingerprint == prints[version]:
-                continue  # failed before and its files have not changed since
+                return False  # failed before and its files have not changed since
             if not first_scan and previous.get(version) != prints[version]:
-                continue  # new or still being written: wait until two scans agree
-            self._load(version, on_disk[version], prints[version])
+                return True  # new or still being written: wait until two scans agree
+            return self._load(version, on_disk[version], prints[version])
+
+        aspired = {v for v in self.labels.values() if v in on_disk}
+        wanted = 0
+        for version in sorted(on_disk, reverse=True):
+            if wanted >= self.num_versions:
+                break
+            aspired.add(version)
+            wanted += ensure(version)
+        for version in sorted(aspired, reverse=True):
+            ensure(version)  # the pinned ones (the others are done)
         self._unload_unwanted(aspired, on_disk)
 
-    def _load(self, version: int, path: Path, prints: tuple) -> None:
+    def _load(self, version: int, path: Path, prints: tuple) -> bool:
         with self._lock:
             self._states[version] = VersionState(version, LOADING, fingerprint=prints)
         log.info("version %d: loading %s", version, path)
@@ -156,14 +169,16 @@ class ModelVersions:
         try:
             servable = self.loader(version, path)
         except Exception as error:  # a broken SavedModel must not stop the server
-            message = f"{type(error).__name__}: {error}".strip()
+            # The status is public: the model base's location on this machine is not.
+            message = f"{type(error).__name__}: {error}".strip().replace(f"{self.base_dir}{os.sep}", "")
             log.error("version %d: failed to load: %s", version, message)
             with self._lock:
                 self._states[version] = VersionState(version, END, error=message, fingerprint=prints)
-            return
+            return False
         with self._lock:
             self._states[version] = VersionState(version, AVAILABLE, servable=servable, fingerprint=prints)
         log.info("version %d: AVAILABLE (loaded in %.1f s)", version, time.perf_counter() - started)
+        return True
 
     def _unload_unwanted(self, aspired: set[int], on_disk: dict[int, Path]) -> None:
         with self._lock:
@@ -191,7 +206,7 @@ class ModelVersions:
             return sorted(v for v, s in self._states.items() if s.state == AVAILABLE)
 
     def label_version(self, label: str) -> int:
-        """The version a label names; 404 for an unknown label."""
+        """The version a label names; 400 for an unknown label (TF Serving's InvalidArgument)."""
         if label in self.labels:
             return self.labels[label]
         if label == DEFAULT_LABEL:
@@ -200,7 +215,7 @@ class ModelVersions:
                 return available[-1]
             raise RestError(404, f"Servable not found for request: Latest({self.name}) (label {label}: no version is available yet)")
         known = sorted({DEFAULT_LABEL, *self.labels})
-        raise RestError(404, f"Unrecognized servable version label: {label} (labels: {', '.join(known)})")
+        raise RestError(400, f"Unrecognized servable version label: {label} (labels: {', '.join(known)})")
 
     def servable(self, version: int | None = None, label: str | None = None) -> Any:
         """The loaded servable for a request: a version, a label, or the newest; 404 otherwise."""
@@ -212,7 +227,13 @@ class ModelVersions:
                 if available:
                     return max(available, key=lambda s: s.version).servable
                 loading = sorted(v for v, s in self._states.items() if s.state == LOADING)
-                hint = f" (version {loading[-1]} is loading)" if loading else f" (no version under {self.base_dir})"
+                failed = sorted(v for v, s in self._states.items() if s.error)
+                if loading:
+                    hint = f" (version {loading[-1]} is loading)"
+                elif failed:
+                    hint = f" (version {failed[-1]} failed to load; see the model status)"
+                else:
+                    hint = " (no version has been pushed yet)"
                 raise RestError(404, f"Servable not found for request: Latest({self.name}){hint}")
             state = self._states.get(version)
             if state is None or state.state != AVAILABLE:
@@ -231,5 +252,5 @@ class ModelVersions:
             if not states:
                 raise RestError(404, f"Could not find version {version} of model {self.name}")
         if not states:
-            raise RestError(404, f"Could not find any versions of model {self.name} (watching {self.base_dir})")
+            raise RestError(404, f"Could not find any versions of model {self.name}")
         return {"model_version_status": [s.status_json() for s in states]}

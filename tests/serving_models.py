@@ -25,8 +25,12 @@ VOCABULARY = ["", "<start>", "<end>", "a", "red", "circle", "<unk>"]
 IMAGE_SIZE = 16
 
 
-def export_tiny_model(export_dir: Path, default: str = "greedy", beam_width: int = 2) -> Path:
-    """Writes a serving SavedModel (signatures serving_default, greedy, beam_search) to export_dir."""
+def export_tiny_model(export_dir: Path, default: str = "greedy", beam_width: int = 2, backbone: str | None = None) -> Path:
+    """Writes a serving SavedModel (signatures serving_default, greedy, beam_search) to export_dir.
+
+    backbone None: the toy feature model; a backbone name (e.g. "efficientnet_lite0"): that
+    real network with random weights, for tests of the served graph's time and memory.
+    """
     import keras
     import tensorflow as tf
 
@@ -34,13 +38,21 @@ def export_tiny_model(export_dir: Path, default: str = "greedy", beam_width: int
     from models.export import DecodeSettings, export_serving_model
 
     keras.utils.set_random_seed(0)
-    inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3))
-    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
-    feature_model = keras.Model(inputs, {"pooled": pooled, "grid": inputs})
+    if backbone is None:
+        image_size = IMAGE_SIZE
+        inputs = keras.Input((image_size, image_size, 3))
+        pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+        feature_model = keras.Model(inputs, {"pooled": pooled, "grid": inputs})
+    else:
+        from models.backbones import get_backbone
+
+        network = get_backbone(backbone, weights=None)
+        image_size, feature_model = network.image_size, network.build_feature_model()
+    features = feature_model.output["pooled"].shape[-1]
     captioner = MergeCaptioner(vocab_size=len(VOCABULARY), embedding_dim=8, hidden_dim=8, dropout=0.0)
-    captioner({"image_features": tf.zeros([1, 3]), "tokens": tf.zeros([1, 4], tf.int32)})  # builds it
+    captioner({"image_features": tf.zeros([1, features]), "tokens": tf.zeros([1, 4], tf.int32)})  # builds it
     settings = DecodeSettings(max_length=6, beam_width=beam_width, length_penalty=0.7, default=default)
-    export_serving_model(feature_model, captioner, VOCABULARY, IMAGE_SIZE, settings, export_dir)
+    export_serving_model(feature_model, captioner, VOCABULARY, image_size, settings, export_dir)
     return Path(export_dir)
 
 
@@ -52,6 +64,15 @@ def tiny_model(cache_root: Path, default: str = "greedy") -> Path:
     key = (str(cache_root), default)
     if key not in _CACHE:
         _CACHE[key] = export_tiny_model(Path(cache_root) / f"tiny_model_{default}", default=default)
+    return _CACHE[key]
+
+
+def lite_model(cache_root: Path) -> Path:
+    """The tiny captioner on the real EfficientNet-Lite0 network (random weights), exported once
+    per test session: the served graph's size, time and memory are those of the Lite models."""
+    key = (str(cache_root), "efficientnet_lite0")
+    if key not in _CACHE:
+        _CACHE[key] = export_tiny_model(Path(cache_root) / "lite_model", backbone="efficientnet_lite0")
     return _CACHE[key]
 
 
@@ -90,9 +111,11 @@ def local_server(base_dir: Path, *args: str, wait_seconds: float = 120.0) -> Ite
 
 
 @contextlib.contextmanager
-def local_server_process(base_dir: Path, log_path: Path, *args: str, wait_seconds: float = 180.0) -> Iterator[str]:
+def local_server_process(
+    base_dir: Path, log_path: Path, *args: str, wait_seconds: float = 180.0, with_pid: bool = False
+) -> Iterator:
     """`python -m serving.local_server` as a subprocess on a free port (--port 0, read back from
-    its log); yields its URL once a version is AVAILABLE, and stops it afterwards."""
+    its log); yields its URL (with its pid: (url, pid)) once a version is AVAILABLE, and stops it afterwards."""
     command = [sys.executable, "-m", "serving.local_server", "--model-base", str(base_dir),
                "--port", "0", "--poll-seconds", "0.2", *args]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -113,7 +136,7 @@ def local_server_process(base_dir: Path, log_path: Path, *args: str, wait_second
             time.sleep(0.2)
         else:
             raise TimeoutError(f"the server did not get a version AVAILABLE in {wait_seconds} s:\n{log_path.read_text()}")
-        yield url
+        yield (url, process.pid) if with_pid else url
     finally:
         process.terminate()
         try:

@@ -88,6 +88,7 @@ def test_unknown_key_in_a_profile_file_names_the_dotted_key(tmp_path: Path) -> N
         ("data.synthetic.num_images", 2.5),
         ("pipeline.enable_cache", "yes"),
         ("ingest.max_image_pixels", True),  # a bool is not an int here
+        ("serving.max_image_pixels", "40M"),
         ("ingest.max_skipped_fraction", "1%"),
         ("data.splits", "train"),
         ("data.synthetic.split_fractions", [0.5, 0.5]),
@@ -114,6 +115,7 @@ def test_a_section_given_a_scalar_is_an_error() -> None:
         ("ingest.max_skipped_fraction", 1.5, "ingest.max_skipped_fraction"),
         ("data.eval_split", "val", "'val'"),
         ("model.architecture", "transformer", "model.architecture"),
+        ("serving.max_image_pixels", 0, "serving.max_image_pixels"),
     ],
 )
 def test_invalid_values_are_errors(dotted: str, value: object, named: str) -> None:
@@ -276,3 +278,9 @@ def test_the_attention_model_makes_the_feature_step_keep_the_grid() -> None:
     attention = load_config("smoke_attention", env={})
     assert attention.model.architecture == "attention" and attention.stores_grid
     assert not attention.features.store_grid  # the model asks for it, not the profile
+
+
+def test_serving_section_has_a_pixel_budget_that_overrides_apply_to() -> None:
+    assert load_config("smoke", env={}).serving.max_image_pixels == 40_000_000
+    assert load_config("flickr8k", env={}).serving.max_image_pixels == 40_000_000
+    assert load_config("smoke", {"serving.max_image_pixels": 1000}, env={}).serving.max_image_pixels == 1000

@@ -108,3 +108,46 @@ def test_collect_files_recurses_for_images_only(images):
     files, errors = cli.collect_files([str(images), str(images / "red.jpg"), str(images / "none*.png")])
     assert files == [images / "broken.jpg", images / "red.jpg", images / "sub" / "gray.png"]
     assert errors == [f"{images / 'none*.png'}: no file matches this pattern"]
+
+
+@pytest.mark.e2e
+def test_a_file_over_the_request_limit_is_skipped_and_the_others_captioned(server, images, tmp_path):
+    big = tmp_path / "huge.jpg"
+    big.write_bytes(b"\xff\xd8\xff" + bytes(8 * 2**20))  # 8 MB: about 10.7 MB once base64'd
+    result = run_cli("--url", server, "--json", str(big), str(images / "red.jpg"), str(images / "sub" / "gray.png"))
+    assert result.returncode == 1, result.stderr
+    assert [json.loads(line)["path"] for line in result.stdout.splitlines()] == [
+        str(images / "red.jpg"), str(images / "sub" / "gray.png")
+    ]
+    assert f"error: {big}: too large for the server (8.0 MB" in result.stderr and "skipped" in result.stderr
+    assert "cannot reach" not in result.stderr
+
+
+@pytest.mark.e2e
+def test_a_client_limit_above_the_servers_gets_the_servers_413_per_file(server, images, tmp_path):
+    big = tmp_path / "huge.jpg"
+    big.write_bytes(b"\xff\xd8\xff" + bytes(8 * 2**20))
+    result = run_cli("--url", server, "--max-request-mb", "100", str(big), str(images / "red.jpg"))
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.startswith(str(images / "red.jpg"))
+    assert f"error: {big}: too large for the server" in result.stderr
+
+
+def test_batches_keep_each_request_under_the_size_limit():
+    from serving.client import request_bytes
+
+    files = [(Path(f"{i}.jpg"), size) for i, size in enumerate([300, 300, 300, 900, 10])]
+    limit = request_bytes([300, 300])
+    plan = [[p.name for p, _ in batch] for batch in cli.batches(files, 16, limit)]
+    assert plan == [["0.jpg", "1.jpg"], ["2.jpg"], ["3.jpg"], ["4.jpg"]]
+    assert [[p.name for p, _ in b] for b in cli.batches(files, 2, 10**9)] == [["0.jpg", "1.jpg"], ["2.jpg", "3.jpg"], ["4.jpg"]]
+    assert request_bytes([3]) == 128 + 4 + 16
+
+
+def test_the_client_refuses_a_request_over_its_limit_without_sending_it():
+    from serving.client import CaptionClient, RequestTooLarge
+
+    client = CaptionClient("http://127.0.0.1:9", max_request_bytes=1000)  # nothing listens there
+    with pytest.raises(RequestTooLarge) as error:
+        client.caption([bytes(2000)])
+    assert error.value.status == 413 and "over the server's limit" in error.value.message

@@ -19,12 +19,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.images import grayscale_png, solid_rgb
+from tests.images import animated_gif, grayscale_png, jpeg_claiming, png_bomb, solid_rgb
 from tests.serving_models import local_server, push_version, tiny_model
 
 pytestmark = pytest.mark.e2e
 
-MAX_BODY_MB = 0.02  # ~20 KB: the tiny test images fit, the oversized payload does not
+MAX_BODY_MB = 0.2  # ~200 KB: the tiny test images and a PNG bomb fit, the oversized payload does not
 MODEL = "/v1/models/captioner"
 
 
@@ -165,8 +165,15 @@ BAD_REQUESTS = {
     "classify API": (f"{MODEL}:classify", {"examples": [{"x": 1}]}, 400, "not supported"),
     "unknown model": ("/v1/models/nope:predict", {"instances": [b64(GOOD)]}, 404, "Latest(nope)"),
     "unknown version": (f"{MODEL}/versions/42:predict", {"instances": [b64(GOOD)]}, 404, "Specific(captioner, 42)"),
-    "unknown label": (f"{MODEL}/labels/canary:predict", {"instances": [b64(GOOD)]}, 404, "label: canary"),
-    "unknown path": ("/v2/whatever", {"instances": [b64(GOOD)]}, 404, "Malformed request"),
+    "unknown label": (f"{MODEL}/labels/canary:predict", {"instances": [b64(GOOD)]}, 400, "label: canary"),
+    "unknown verb": (f"{MODEL}:explain", {"instances": [b64(GOOD)]}, 400, "Malformed request: POST"),
+    "unknown path": ("/v2/whatever", {"instances": [b64(GOOD)]}, 404, "Not found"),
+    "lone surrogate in an instance": (f"{MODEL}:predict", b'{"instances": ["\\ud800"]}', 400, "surrogate"),
+    "lone surrogate in signature_name": (f"{MODEL}:predict", b'{"signature_name": "\\ud800", "instances": ["x"]}', 400, "surrogate"),
+    "lone surrogate in a key": (f"{MODEL}:predict", b'{"instances": [{"\\ud800": "x"}]}', 400, "surrogate"),
+    "url-safe base64 with junk": (f"{MODEL}:predict", {"instances": [{"b64": "-_8*!"}]}, 400, "base64"),
+    "PNG bomb": (f"{MODEL}:predict", {"instances": [b64(png_bomb(23_000, 23_000))]}, 400, "23000x23000 pixels"),
+    "JPEG lying about its size": (f"{MODEL}:predict", {"instances": [b64(jpeg_claiming(13_000, 13_000))]}, 400, "13000x13000"),
 }
 
 
@@ -182,7 +189,7 @@ def test_bad_request_gets_4xx_with_error_body_and_server_keeps_serving(server, c
 
 
 def test_payload_over_the_limit_gets_413(server):
-    images = [b64(bytes(range(256)) * 100)]  # ~34 KB of base64, over the ~20 KB limit
+    images = [b64(bytes(range(256)) * 1000)]  # ~340 KB of base64, over the ~200 KB limit
     status, answer, _ = predict(server, {"instances": images})
     assert status == 413, answer
     assert "over the limit" in answer["error"]
@@ -228,12 +235,13 @@ def test_status_lists_the_available_version(server):
 
 
 @pytest.mark.parametrize(
-    "path,text",
-    [(f"{MODEL}/versions/9", "Could not find version 9"), ("/v1/models/nope", "nope"), (f"{MODEL}/labels/canary", "canary")],
+    "path,expected,text",
+    [(f"{MODEL}/versions/9", 404, "Could not find version 9"), ("/v1/models/nope", 404, "nope"),
+     (f"{MODEL}/labels/canary", 400, "Unrecognized servable version label: canary")],
 )
-def test_status_of_unknown_things_is_404(server, path, text):
+def test_status_of_unknown_things_is_4xx(server, path, expected, text):
     status, body, _ = request(server, path)
-    assert status == 404 and text in body["error"]
+    assert status == expected and text in body["error"]
 
 
 def test_metadata_has_tf_serving_shape(server):
@@ -314,3 +322,26 @@ def test_web_page_is_served_and_nothing_outside_it(server):
     for path in ("/missing.js", "/..%2f..%2fetc%2fpasswd", "/%2e%2e/%2e%2e/etc/passwd"):
         status, body, _ = request(server, path)
         assert status == 404 and "error" in body, path
+
+
+def test_many_frame_gif_is_captioned_from_its_first_frame_only(server):
+    gif = animated_gif(frames=40, size=30)
+    first = animated_gif(frames=1, size=30)
+    assert len(gif) > 20 * len(first)
+    status, body, _ = predict(server, {"instances": [b64(gif), b64(first)]})
+    assert status == 200, body
+    assert body["predictions"][0] == body["predictions"][1]
+
+
+def test_after_a_restart_a_corrupt_newest_version_leaves_the_older_one_serving(tmp_path_factory, tmp_path):
+    base = tmp_path / "captioner"
+    push_version(tiny_model(tmp_path_factory.getbasetemp()), base, 1)
+    broken = push_version(tiny_model(tmp_path_factory.getbasetemp()), base, 2)
+    (broken / "saved_model.pb").write_bytes(b"not a protobuf")
+    with local_server(base) as url:  # a fresh start, as after a restart
+        status, body, headers = predict(url, {"instances": [b64(GOOD)]})
+        assert status == 200 and headers["X-Model-Version"] == "1"
+        states = {s["version"]: s for s in request(url, MODEL)[1]["model_version_status"]}
+        assert states["1"]["state"] == "AVAILABLE"
+        assert states["2"]["state"] == "END" and states["2"]["status"]["error_message"]
+        assert str(base) not in json.dumps(states)

@@ -45,10 +45,26 @@ def b64(data: bytes) -> dict:
         ("/v1/models/captioner/versions/3/metadata", rest.Route("captioner", version=3, metadata=True)),
         ("/v1/models/captioner/versions/x:predict", None),
         ("/v2/models/captioner", None),
+        # TF Serving matches its URL patterns case-insensitively; names and verbs keep their case.
+        ("/V1/Models/captioner/VERSIONS/2:predict", rest.Route("captioner", version=2, verb="predict")),
+        ("/v1/models/captioner/LABELS/Stable/METADATA", rest.Route("captioner", label="Stable", metadata=True)),
+        ("/v1/models/captioner:PREDICT", rest.Route("captioner", verb="PREDICT")),  # not a verb: malformed
+        ("/v1/models/captioner:explode", rest.Route("captioner", verb="explode")),
+        ("/v1/models", rest.Route("")),  # "Missing model name in request."
     ],
 )
 def test_parse_route(path, expected):
     assert rest.parse_route(path) == expected
+
+
+def test_api_paths_and_tf_serving_messages():
+    assert rest.is_api_path("/v1/models/x") and rest.is_api_path("/V1/anything") and rest.is_api_path("/v1")
+    assert not rest.is_api_path("/v10/models") and not rest.is_api_path("/index.html")
+    error = rest.malformed("GET", "/v1/models/captioner:predict")
+    assert (error.status, error.message) == (400, "Malformed request: GET /v1/models/captioner:predict")
+    with pytest.raises(RestError) as huge:
+        rest.parse_route("/v1/models/captioner/versions/99999999999999999999")
+    assert (huge.value.status, huge.value.message) == (400, "Failed to convert version: 99999999999999999999 to numeric.")
 
 
 @pytest.mark.parametrize(
@@ -94,6 +110,36 @@ def test_parse_predict_errors_are_400(body, text):
     with pytest.raises(RestError) as error:
         rest.parse_predict(body, images_only)
     assert error.value.status == 400 and text in error.value.message
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"instances": ["\\ud800"]}',
+        b'{"instances": [{"b64": "b25l", "x": "\\udc00"}]}',
+        b'{"signature_name": "\\ud800", "instances": ["x"]}',
+        b'{"\\ud800": 1, "instances": ["x"]}',
+        b'{"instances": [{"\\udbff": {"b64": "b25l"}}]}',
+    ],
+    ids=["instance", "value-beside-b64", "signature_name", "top-level-key", "instance-key"],
+)
+def test_lone_surrogate_escapes_are_a_400_as_in_rapidjson(body):
+    with pytest.raises(RestError) as error:
+        rest.parse_predict(body, images_only)
+    assert error.value.status == 400 and error.value.message == "JSON Parse error: The surrogate pair in string is invalid."
+
+
+def test_a_surrogate_pair_is_text_and_any_answer_is_valid_utf8():
+    request = rest.parse_predict(b'{"instances": ["\\ud83d\\ude00"]}', images_only)
+    assert request.inputs["images"] == ["\U0001f600".encode()]
+    assert json.loads(rest.dumps({"error": "bad \ud800"}).decode("utf-8")) == {"error": "bad \ud800"}
+
+
+@pytest.mark.parametrize("text", ["b25l*", "-_8!", "-_8$$", "a-b+c", "b2 5l\u00e9"])
+def test_base64_with_junk_is_refused_not_dropped(text):
+    with pytest.raises(RestError) as error:
+        rest.decode_b64(text)
+    assert error.value.status == 400 and "Unable to base64 decode" in error.value.message
 
 
 def test_response_formats_follow_tf_serving():
@@ -210,7 +256,36 @@ def test_labels_pin_versions_and_production_floats(tmp_path):
     assert versions.servable(label="production") == "servable-3"
     with pytest.raises(RestError) as error:
         versions.servable(label="canary")
-    assert error.value.status == 404
+    assert error.value.status == 400  # TF Serving: InvalidArgument "Unrecognized servable version label"
+    assert "Unrecognized servable version label: canary" in error.value.message
+
+
+def test_a_corrupt_newest_version_at_start_leaves_the_newest_loadable_one_serving(tmp_path):
+    for v in (1, 2, 3):
+        write_version(tmp_path, v)
+    loader = FakeLoader()
+    loader.broken = {3}
+    versions = ModelVersions("captioner", tmp_path, loader)
+    versions.scan_once()  # a restart: the first scan
+    assert versions.servable() == "servable-2"
+    status = {s["version"]: s for s in versions.status()["model_version_status"]}
+    assert status["2"]["state"] == AVAILABLE
+    assert status["3"]["state"] == END and "cannot load 3" in status["3"]["status"]["error_message"]
+    assert str(tmp_path) not in json.dumps(versions.status())
+    versions.scan_once()
+    assert loader.loaded == [2]  # 1 stays unloaded (one version wanted), 3 is not retried
+
+
+def test_no_loadable_version_says_why(tmp_path):
+    write_version(tmp_path, 1)
+    loader = FakeLoader()
+    loader.broken = {1}
+    versions = ModelVersions("captioner", tmp_path, loader)
+    versions.scan_once()
+    with pytest.raises(RestError) as error:
+        versions.servable()
+    assert error.value.status == 404 and "version 1 failed to load" in error.value.message
+    assert str(tmp_path) not in error.value.message
 
 
 def test_removed_version_is_unloaded_and_missing_base_is_404(tmp_path):
@@ -299,3 +374,40 @@ def test_compose_file_wires_the_three_services():
             source = volume.split(":")[0]
             if source.startswith("./") and source != "./models" and source != "./web":
                 assert (SERVING / source).exists(), volume
+
+
+# ----------------------------------------------------------------------------------------------
+# The local server's flags
+
+
+@pytest.mark.parametrize(
+    "flag,value",
+    [
+        ("--poll-seconds", "-1"), ("--poll-seconds", "0"), ("--poll-seconds", "nan"), ("--num-versions", "0"),
+        ("--port", "99999"), ("--port", "-1"), ("--port", "http"), ("--max-body-mb", "0"), ("--max-batch-size", "0"),
+        ("--header-timeout", "inf"), ("--body-timeout", "-3"), ("--max-connections", "0"), ("--label", "stable=²"),
+        ("--log-level", "LOUD"),
+    ],
+)
+def test_bad_server_flags_are_a_one_line_error(flag, value, capsys):
+    from serving import local_server
+
+    with pytest.raises(SystemExit) as exit_info:
+        local_server.build_parser().parse_args([flag, value])
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("python -m serving.local_server: error: argument") and flag in lines[-1]
+    assert "Traceback" not in "\n".join(lines)
+
+
+def test_good_server_flags_parse():
+    from serving import local_server
+
+    args = local_server.build_parser().parse_args(
+        ["--port", "0", "--poll-seconds", "0.5", "--num-versions", "2", "--max-body-mb", "0.5",
+         "--header-timeout", "5", "--body-timeout", "7", "--max-connections", "3", "--enable-cors-support",
+         "--log-level", "debug"]
+    )
+    assert (args.port, args.poll_seconds, args.num_versions, args.max_body_mb) == (0, 0.5, 2, 0.5)
+    assert (args.header_timeout, args.body_timeout, args.max_connections, args.enable_cors_support) == (5, 7, 3, True)
+    assert args.log_level == "DEBUG"
