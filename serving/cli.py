@@ -7,6 +7,7 @@ so one bad file costs only its own result.
 
     caption photos/ extra.jpg 'shots/*.png'      # path<TAB>caption per image
     caption --json --beam photos/                # one JSON object per image
+    curl -s https://example.org/a.jpg | caption -   # `-` reads one image from stdin
 Exit status: 0 all captioned, 1 some files failed (each one named on stderr; a file too
 large for the server's request limit is skipped without being sent), 2 no server answered
 (or the model / version does not exist there).
@@ -16,17 +17,21 @@ from __future__ import annotations
 
 import argparse
 import glob
+import importlib.metadata
 import json
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Iterator, Sequence, TextIO
+from typing import BinaryIO, Iterator, Sequence, TextIO
 
 from serving.client import DEFAULT_URL, CaptionClient, ServerUnreachable, ServingError, request_bytes
 from serving.rest import DEFAULT_MAX_BODY_BYTES
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# What a directory scan picks up: every format the exported graph decodes (tf.io.decode_image).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
+# `-` on the command line: one image read from standard input.
+STDIN = Path("-")
 
 
 class Fatal(Exception):
@@ -40,13 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 all captioned, 1 some files failed, 2 server unreachable or model/version not found.",
     )
     parser.add_argument("images", nargs="+", metavar="IMG",
-                        help="image files, globs ('photos/*.jpg') or directories (searched recursively for "
-                             + ", ".join(IMAGE_SUFFIXES) + ")")
+                        help="image files, globs ('photos/*.jpg'), directories (searched recursively for "
+                             + ", ".join(IMAGE_SUFFIXES) + "), or - for one image on stdin")
+    parser.add_argument("--version", action="version", version=f"caption {tool_version()}",
+                        help="print the tool's version and exit")
     parser.add_argument("--url", default=os.environ.get("CAPTIONER_URL", DEFAULT_URL),
                         help=f"server URL (default: $CAPTIONER_URL or {DEFAULT_URL})")
     parser.add_argument("--model", default="captioner", help="model name (default captioner)")
     pick = parser.add_mutually_exclusive_group()
-    pick.add_argument("--version", type=int, help="a model version (default: the newest the server has)")
+    pick.add_argument("--model-version", type=int, metavar="N",
+                      help="a model version (default: the newest the server has)")
     pick.add_argument("--label", help="a version label, e.g. production")
     parser.add_argument("--beam", action="store_true", help="beam search: better captions, with alternatives and scores")
     parser.add_argument("--batch-size", type=int, default=16, help="images per request (default 16)")
@@ -60,8 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def tool_version() -> str:
+    """The installed package's version (pyproject.toml), or "unknown" when run from a bare checkout."""
+    try:
+        return importlib.metadata.version("captioner")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def collect_files(arguments: Sequence[str]) -> tuple[list[Path], list[str]]:
-    """Image paths named by files, globs and directories, in order without repeats; and errors."""
+    """Image paths named by files, globs, directories and `-` (stdin), in order without
+    repeats; and errors."""
     files: list[Path] = []
     errors: list[str] = []
 
@@ -73,7 +90,9 @@ def collect_files(arguments: Sequence[str]) -> tuple[list[Path], list[str]]:
 
     for argument in arguments:
         path = Path(argument)
-        if path.is_dir():
+        if argument == "-":
+            files.append(STDIN)
+        elif path.is_dir():
             add_directory(path)
         elif path.is_file():
             files.append(path)
@@ -160,8 +179,9 @@ class Progress:
         print(f"[{self.done}/{self.total}] {rate:.1f} img/s", end=end, file=self.err, flush=True)
 
 
-def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def run(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: BinaryIO | None = None) -> int:
     files, errors = collect_files(args.images)
+    stdin_bytes = (stdin or sys.stdin.buffer).read() if STDIN in files else b""
     for message in errors:
         print(f"error: {message}", file=err)
     if not files:
@@ -169,14 +189,14 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             print("error: no images to caption", file=err)
         return 1
     max_bytes = int(args.max_request_mb * 2**20)
-    client = CaptionClient(args.url, model=args.model, version=args.version, label=args.label, timeout=args.timeout,
-                           max_request_bytes=max_bytes)
+    client = CaptionClient(args.url, model=args.model, version=args.model_version, label=args.label,
+                           timeout=args.timeout, max_request_bytes=max_bytes)
     signature = "beam_search" if args.beam else None
     failed = len(errors)
     sized = []
     for path in files:
         try:
-            size = path.stat().st_size
+            size = len(stdin_bytes) if path == STDIN else path.stat().st_size
         except OSError as error:
             print(f"error: {path}: cannot read ({error.strerror})", file=err)
             failed += 1
@@ -193,7 +213,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             items = []
             for path, _ in batch:
                 try:
-                    items.append((path, path.read_bytes()))
+                    items.append((path, stdin_bytes if path == STDIN else path.read_bytes()))
                 except OSError as error:
                     print(f"error: {path}: cannot read ({error.strerror})", file=err)
                     failed += 1

@@ -53,7 +53,7 @@ def test_directory_with_a_bad_file_prints_good_results_and_names_the_bad_one(ser
         assert isinstance(line["caption"], str) and line["version"] == 1
         assert "alternatives" not in line
     assert f"error: {images / 'broken.jpg'}: not an image (Unknown image file format" in result.stderr
-    assert "cat.txt" not in result.stderr + result.stdout  # directories give only *.jpg/*.jpeg/*.png
+    assert "cat.txt" not in result.stderr + result.stdout  # directories give only image formats
 
 
 @pytest.mark.e2e
@@ -85,7 +85,7 @@ def test_beam_alternatives_progress_and_plain_output(server, images, capsys):
 
 @pytest.mark.e2e
 def test_unknown_version_is_a_clear_exit_2(server, images, capsys):
-    assert cli.main(["--url", server, "--version", "7", str(images / "red.jpg")]) == 2
+    assert cli.main(["--url", server, "--model-version", "7", str(images / "red.jpg")]) == 2
     assert "Specific(captioner, 7)" in capsys.readouterr().err
 
 
@@ -151,3 +151,34 @@ def test_the_client_refuses_a_request_over_its_limit_without_sending_it():
     with pytest.raises(RequestTooLarge) as error:
         client.caption([bytes(2000)])
     assert error.value.status == 413 and "over the server's limit" in error.value.message
+
+
+@pytest.mark.e2e
+def test_a_dash_reads_one_image_from_stdin(server, images):
+    result = subprocess.run(
+        [sys.executable, "-m", "serving.cli", "--url", server, "--json", "-", str(images / "red.jpg")],
+        input=solid_rgb(40, 40), capture_output=True, timeout=300, cwd=REPO,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    assert [line["path"] for line in lines] == ["-", str(images / "red.jpg")]
+    assert all(line["caption"] for line in lines)
+
+
+def test_version_prints_the_tools_version(capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"caption {cli.tool_version()}"
+    assert cli.tool_version() == "0.1.0"  # pyproject.toml's version, as installed by make install
+
+
+def test_directory_scans_take_every_format_the_model_decodes(tmp_path):
+    from PIL import Image
+
+    for name, fmt in (("a.gif", "GIF"), ("b.bmp", "BMP"), ("c.JPG", "JPEG"), ("d.png", "PNG")):
+        Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / name, format=fmt)
+    (tmp_path / "notes.txt").write_text("not an image")
+    files, errors = cli.collect_files([str(tmp_path)])
+    assert [p.name for p in files] == ["a.gif", "b.bmp", "c.JPG", "d.png"] and errors == []
