@@ -8,12 +8,14 @@ JPEG is caught here, not at training time) and keeps the bytes exactly as they a
 from __future__ import annotations
 
 import io
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import tensorflow as tf
 from PIL import Image
 
 from data import layout
+
+if TYPE_CHECKING:  # imported in build_example: the image checks need no TF
+    import tensorflow as tf
 
 # Formats TF's decode_image reads in the serving graph; anything else is skipped.
 ACCEPTED_FORMATS = ("JPEG", "PNG")
@@ -52,6 +54,7 @@ def inspect_image(data: bytes, max_pixels: int) -> tuple[int, int]:
 
 def build_example(image_id: str, encoded: bytes, height: int, width: int, captions: tuple[str, ...]) -> tf.train.Example:
     """The pipeline's tf.Example: image_id, image/encoded (bytes as they are), size, captions."""
+    import tensorflow as tf
 
     def _bytes(*values: bytes) -> tf.train.Feature:
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=list(values)))

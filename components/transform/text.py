@@ -16,8 +16,10 @@ need tensorflow-text, which the serving graph must not depend on).
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-import tensorflow as tf
+if TYPE_CHECKING:  # TF is imported where it is used: BLEU and its tests need only the Python twin
+    import tensorflow as tf
 
 START = "<start>"
 END = "<end>"
@@ -33,6 +35,8 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 
 def normalize(captions: tf.Tensor) -> tf.Tensor:
     """Normalise a string tensor of any shape, element-wise (see the module docstring)."""
+    import tensorflow as tf
+
     # encoding="" lowers ASCII only, like `_ASCII_LOWER` below (Python's str.lower would
     # also turn e.g. the Kelvin sign into "k").
     lowered = tf.strings.lower(captions)
@@ -45,6 +49,8 @@ def tokenize(normalized: tf.Tensor) -> tf.RaggedTensor:
 
     A scalar input gives a 1-D dense tensor of words (tf.strings.split's convention).
     """
+    import tensorflow as tf
+
     return tf.strings.split(normalized)
 
 
