@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PYTHON ?= $(shell tools/find-python310.sh)
 
 .PHONY: install pipeline test test-fast data-synthetic data-flickr8k bench bench-scaling mlflow-ui clean help
-.PHONY: compile-kfp retrain lineage bench-quality sweep
+.PHONY: compile-kfp retrain lineage bench-quality sweep mutation
 
 # `make retrain` retrains on real data: flickr8k_lite0 unless PROFILE is given explicitly.
 RETRAIN_PROFILE = $(if $(filter file,$(origin PROFILE)),flickr8k_lite0,$(PROFILE))
@@ -50,6 +50,9 @@ test: $(STAMP)  ## run every test (unit, data, model and end-to-end)
 
 test-fast: $(STAMP)  ## unit tests only, no pipeline runs
 	tools/run-pytest.sh -m "not e2e"
+
+mutation: $(STAMP)  ## mutation testing of the pure cores with their fast tests (minutes; MODULE=<path> for one, JOBS=2)
+	$(VPY) tools/mutation.py $(if $(MODULE),--module $(MODULE)) --jobs $(or $(JOBS),2)
 
 data-synthetic: $(STAMP)  ## write the synthetic dataset of the smoke profile
 	$(VPY) -m data.synthetic --profile $(PROFILE)
