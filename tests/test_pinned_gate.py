@@ -79,3 +79,13 @@ def test_just_below_a_minimum_fails_beyond_the_float_noise_allowance():
     assert not decide(dict(GOOD, bleu_4=0.5 - 1e-6), THRESHOLDS).blessed
     assert not decide(dict(GOOD, bleu_1=0.7 - 1e-6), THRESHOLDS).blessed
     assert decide(dict(GOOD, bleu_1=0.7 - 1e-10), THRESHOLDS).blessed
+
+
+def test_thresholds_and_decisions_are_immutable_values():
+    import dataclasses
+
+    decision = decide(GOOD, THRESHOLDS)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        decision.blessed = False
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        THRESHOLDS.min_bleu_4 = 0.0

@@ -1,0 +1,96 @@
+"""Resuming a download when the server answers another byte range than asked (data/download.py).
+
+A real HTTP server on 127.0.0.1 that answers every request with 206 and a Content-Range of
+the test's choosing: a reply starting elsewhere than the partial file ends must not be
+appended to it; the download restarts from zero instead, or fails if the server keeps lying.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from data.download import DownloadError, download_file, part_path
+
+pytestmark = pytest.mark.timeout(30)
+
+DATA = bytes(range(256)) * 40  # 10240 bytes
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """206 for a Range request, starting at `server.range_start` (None: no Content-Range)."""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        server = self.server
+        server.ranges.append(self.headers.get("Range"))
+        asked = self.headers.get("Range")
+        if asked is None and not server.lie_always:
+            self.send_response(200)
+            body = DATA
+        else:
+            start = server.range_start
+            body = DATA[start or 0 :]
+            self.send_response(206)
+            if start is not None:
+                self.send_header("Content-Range", f"bytes {start}-{len(DATA) - 1}/{len(DATA)}")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@pytest.fixture
+def server(monkeypatch):
+    for var in ("no_proxy", "NO_PROXY"):
+        monkeypatch.setenv(var, "127.0.0.1,localhost")
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.daemon_threads = True
+    httpd.ranges, httpd.range_start, httpd.lie_always = [], 0, False
+    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}/file.bin"
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def partial(tmp_path: Path, size: int) -> Path:
+    dest = tmp_path / "file.bin"
+    part_path(dest).write_bytes(DATA[:size])
+    return dest
+
+
+MD5 = hashlib.md5(DATA).hexdigest()
+
+
+@pytest.mark.parametrize("wrong_start", [0, 999, 1001, None], ids=["from-zero", "before", "after", "no-content-range"])
+def test_a_206_from_another_offset_restarts_from_zero(server, tmp_path, wrong_start):
+    dest = partial(tmp_path, 1000)
+    server.range_start = wrong_start
+    assert download_file(server.url, dest, MD5, progress=False) == dest
+    assert dest.read_bytes() == DATA
+    assert server.ranges == ["bytes=1000-", None]  # the resume, then a fresh start
+    assert not part_path(dest).exists()
+
+
+def test_a_206_from_the_asked_offset_is_appended(server, tmp_path):
+    dest = partial(tmp_path, 1000)
+    server.range_start = 1000
+    download_file(server.url, dest, MD5, progress=False)
+    assert dest.read_bytes() == DATA
+    assert server.ranges == ["bytes=1000-"]
+
+
+def test_a_server_that_keeps_answering_other_ranges_fails_the_download(server, tmp_path):
+    dest = partial(tmp_path, 1000)
+    server.range_start, server.lie_always = 5, True
+    with pytest.raises(DownloadError, match="keeps answering byte ranges that were not asked for"):
+        download_file(server.url, dest, MD5, progress=False)
+    assert server.ranges == ["bytes=1000-", None]
+    assert not dest.exists()
