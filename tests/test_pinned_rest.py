@@ -123,6 +123,19 @@ def test_base64_variants():
     assert rest.decode_b64("-_8") == b"\xfb\xff"
     assert rest.decode_b64("+/8=") == b"\xfb\xff"
     assert rest.decode_b64("") == b""
+    assert rest.decode_b64("b25lYQ") == b"onea"  # two padding characters restored
+    assert rest.decode_b64("--8") == b"\xfb\xef"  # URL-safe with only '-'
+    assert rest.decode_b64("__8") == b"\xff\xff"  # URL-safe with only '_'
+
+
+def test_routes_and_requests_are_immutable_values():
+    import dataclasses
+
+    request = rest.parse_predict(body({"instances": [ONE]}), one_input)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        request.format = rest.COLUMNAR
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rest.parse_route("/v1/models/captioner").model = "other"
 
 
 def test_a_lone_b64_object_is_a_batch_of_one():
