@@ -37,6 +37,10 @@ def test_nan_against_nan_is_not_blessed():
         "bleu_4 is nan (not a number), so it cannot meet min_bleu_4",
         "the blessed baseline's bleu_4 is nan (not a number), so the regression check cannot be made",
     )
+    assert decision.reason == (
+        "not blessed: bleu_4 is nan (not a number), so it cannot meet min_bleu_4; "
+        "the blessed baseline's bleu_4 is nan (not a number), so the regression check cannot be made"
+    )
 
 
 @pytest.mark.parametrize("metric", ["bleu_4", "bleu_1"])
