@@ -48,6 +48,7 @@ BODY_ERRORS = [
     (body({"instances": [ONE], "inputs": [ONE]}), "Not formatted correctly: expecting only one of 'inputs' or 'instances' keys to exist"),
     (body({}), "Missing 'inputs' or 'instances' key"),
     (body({"signature_name": "", "instance": [ONE]}), "Missing 'inputs' or 'instances' key (got 'instance')"),
+    (body({"instance": [ONE], "input": []}), "Missing 'inputs' or 'instances' key (got 'input', 'instance')"),
     (body({"instances": ONE}), "Expecting 'instances' to be an list/array"),
     (body({"instances": []}), "No values in 'instances' array"),
     (body({"instances": [ONE, {"images": ONE}]}), "Expecting value at item 1 of 'instances' list, like item 0"),
