@@ -94,3 +94,20 @@ def test_a_server_that_keeps_answering_other_ranges_fails_the_download(server, t
         download_file(server.url, dest, MD5, progress=False)
     assert server.ranges == ["bytes=1000-", None]
     assert not dest.exists()
+
+
+def test_safe_extract_returns_an_existing_target_untouched(tmp_path):
+    import zipfile
+
+    from data.download import safe_extract
+
+    archive = tmp_path / "a.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("x.txt", b"new")
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "x.txt").write_bytes(b"old")
+    assert safe_extract(archive, target) == target
+    assert (target / "x.txt").read_bytes() == b"old"
+    assert safe_extract(archive, target, overwrite=True) == target
+    assert (target / "x.txt").read_bytes() == b"new"

@@ -88,6 +88,8 @@ def test_every_body_error_is_a_400_with_tf_servings_words(raw, message):
         ({"inputs": [ONE]}, "inputs is a plain value/list, but expecting an object as multiple input tensors are required"),
         ({"inputs": ONE}, "inputs is a plain value/list"),
         ({"inputs": {"images": [ONE], "sizes": []}}, "No values in 'inputs' for sizes"),
+        ({"instances": [{"images": ONE}]}, "Failed to process element: 0 of 'instances' list. JSON object: it must only have keys: images,sizes"),
+        ({"inputs": {"sizes": [ONE], "extra": 1}}, "Missing named input: images in 'inputs' object (it has extra,sizes)"),
     ],
 )
 def test_body_errors_of_a_signature_with_two_inputs_are_400(doc, message):
