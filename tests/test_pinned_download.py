@@ -111,3 +111,55 @@ def test_safe_extract_returns_an_existing_target_untouched(tmp_path):
     assert (target / "x.txt").read_bytes() == b"old"
     assert safe_extract(archive, target, overwrite=True) == target
     assert (target / "x.txt").read_bytes() == b"new"
+
+
+class _Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_progress_lines_at_new_tenths_at_most_once_a_second(monkeypatch):
+    import io
+
+    from data import download
+
+    clock, stream = _Clock(), io.StringIO()
+    monkeypatch.setattr(download, "time", clock)
+    bar = download._Progress("f", 2_000_000, 10_000_000, True, stream, min_interval=1.0)
+    clock.now += 0.5
+    bar.update(1_000_000)  # a new tenth, but too soon
+    clock.now += 0.5
+    bar.update(1_000_000)
+    clock.now += 1.0
+    bar.update(6_000_000)  # the last tenth is left to finish()
+    clock.now += 1.0
+    bar.finish()
+    assert stream.getvalue().splitlines() == [
+        "f: 4.0 MB / 10.0 MB (40%), 2.0 MB/s, 1.0 s",
+        "f: done, 10.0 MB / 10.0 MB (100%), 2.7 MB/s, 3.0 s",
+    ]
+
+
+def test_progress_of_an_unknown_size_every_interval_and_none_when_disabled(monkeypatch):
+    import io
+
+    from data import download
+
+    clock, stream = _Clock(), io.StringIO()
+    monkeypatch.setattr(download, "time", clock)
+    bar = download._Progress("g", 0, None, True, stream, unknown_interval=10.0)
+    clock.now += 9.9
+    bar.update(1_000_000)
+    clock.now += 0.1
+    bar.update(1_000_000)
+    bar.finish()
+    assert stream.getvalue().splitlines() == ["g: 2.0 MB, 0.2 MB/s, 10.0 s", "g: done, 2.0 MB, 0.2 MB/s, 10.0 s"]
+    quiet, silent = download._Progress("h", 5, 100, False, stream), stream.getvalue()
+    quiet.update(50)
+    quiet.finish()
+    assert quiet.done == 55 and stream.getvalue() == silent
