@@ -70,6 +70,8 @@ def test_perfect_captions_score_one_whatever_the_case_and_punctuation():
 def test_an_image_without_references_is_an_error_naming_it():
     with pytest.raises(ValueError, match=r"^no references for 1 images, e\.g\. \['b'\]$"):
         corpus_bleu_scores({"a": "a dog", "b": "a cat"}, {"a": [DOG_REF], "b": []})
+    with pytest.raises(ValueError, match=r"^no references for 4 images, e\.g\. \['a', 'b', 'c'\]$"):
+        corpus_bleu_scores({i: "a dog" for i in "dcba"}, {})
 
 
 def test_tokens_are_the_normalised_words():

@@ -163,3 +163,24 @@ def test_progress_of_an_unknown_size_every_interval_and_none_when_disabled(monke
     quiet.update(50)
     quiet.finish()
     assert quiet.done == 55 and stream.getvalue() == silent
+
+
+def test_the_mirror_is_the_argument_else_the_environment_else_the_release(monkeypatch):
+    from data.download import DEFAULT_MIRROR, MIRROR_ENV, resolve_mirror
+
+    monkeypatch.setenv(MIRROR_ENV, "http://env.example/flickr8k//")
+    assert resolve_mirror("http://arg.example/x/") == "http://arg.example/x"
+    assert resolve_mirror() == "http://env.example/flickr8k"
+    monkeypatch.delenv(MIRROR_ENV)
+    assert resolve_mirror() == DEFAULT_MIRROR.rstrip("/")
+
+
+def test_a_single_file_archive_is_its_own_content_root(tmp_path):
+    from data.download import _content_root
+
+    extracted = tmp_path / "x"
+    (extracted / "__MACOSX").mkdir(parents=True)
+    (extracted / ".DS_Store").write_bytes(b"junk")
+    (extracted / "only.txt").write_bytes(b"data")
+    assert _content_root(extracted) == extracted
+    assert [p.name for p in extracted.iterdir()] == ["only.txt"]
