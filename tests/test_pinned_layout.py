@@ -73,3 +73,21 @@ def test_a_reason_keeps_at_most_the_cap_of_examples():
 )
 def test_image_id_of(name, image_id):
     assert layout.image_id_of(name) == image_id
+
+
+def test_the_reasons_are_the_ones_the_readme_documents_with_what_they_count_against():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    documented = dict(re.findall(r"^\| .+ \| `([a-z0-9_]+)` \| (images|caption lines) \|$", readme, re.M))
+    assert documented == {
+        **{reason: "images" for reason in layout.IMAGE_REASONS},
+        **{reason: "caption lines" for reason in layout.CAPTION_REASONS},
+    }
+
+
+def test_available_splits_are_the_configured_ones_with_a_split_file(tmp_path):
+    (tmp_path / layout.SPLIT_FILES["train"]).write_text("")
+    (tmp_path / layout.SPLIT_FILES["test"]).write_text("")
+    assert layout.available_splits(tmp_path, ["test", "dev", "train", "extra"]) == ["test", "train"]
