@@ -67,3 +67,19 @@ def test_a_latest_version_pushed_by_something_else_is_not_taken_for_this_model(t
     (other / "variables" / "variables.index").write_bytes(b"a")
     assert push.model_fingerprint(other) == push.model_fingerprint(model)  # same bytes, no push record
     assert push.push_model(model, base).version == 5
+
+
+def test_stale_cleanup_removes_only_temporary_directories_never_old_versions(tmp_path):
+    import os
+    import time
+
+    base = tmp_path / "base"
+    assert push.push_model(fake_model(tmp_path / "a", "a"), base).version == 1
+    stale_tmp = base / ".tmp-2-killed"
+    stale_tmp.mkdir()
+    old = time.time() - push.STALE_TMP_SECONDS - 60
+    for path in (base / "1", stale_tmp):
+        os.utime(path, (old, old))
+    assert push.push_model(fake_model(tmp_path / "b", "b"), base).version == 2
+    assert sorted(p.name for p in base.iterdir()) == ["1", "2"]
+    assert (base / "1" / "saved_model.pb").read_bytes() == b"graph a"
