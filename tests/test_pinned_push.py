@@ -83,3 +83,14 @@ def test_stale_cleanup_removes_only_temporary_directories_never_old_versions(tmp
     assert push.push_model(fake_model(tmp_path / "b", "b"), base).version == 2
     assert sorted(p.name for p in base.iterdir()) == ["1", "2"]
     assert (base / "1" / "saved_model.pb").read_bytes() == b"graph a"
+
+
+def test_no_base_directory_means_no_versions_and_results_are_immutable(tmp_path):
+    import dataclasses
+
+    import pytest
+
+    assert push.versions(tmp_path / "absent") == []
+    result = push.push_model(fake_model(tmp_path / "a", "a"), tmp_path / "base")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.version = 7
