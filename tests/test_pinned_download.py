@@ -27,6 +27,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         server = self.server
         server.ranges.append(self.headers.get("Range"))
+        if server.fail_with:
+            self.send_error(server.fail_with)
+            return
         asked = self.headers.get("Range")
         if asked is None and not server.lie_always:
             self.send_response(200)
@@ -51,7 +54,7 @@ def server(monkeypatch):
         monkeypatch.setenv(var, "127.0.0.1,localhost")
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     httpd.daemon_threads = True
-    httpd.ranges, httpd.range_start, httpd.lie_always = [], 0, False
+    httpd.ranges, httpd.range_start, httpd.lie_always, httpd.fail_with = [], 0, False, None
     httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}/file.bin"
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -184,3 +187,30 @@ def test_a_single_file_archive_is_its_own_content_root(tmp_path):
     (extracted / "only.txt").write_bytes(b"data")
     assert _content_root(extracted) == extracted
     assert [p.name for p in extracted.iterdir()] == ["only.txt"]
+
+
+def test_an_http_error_while_resuming_is_a_download_error_keeping_the_part(server, tmp_path):
+    dest = partial(tmp_path, 1000)
+    server.fail_with = 404
+    with pytest.raises(DownloadError, match=r"HTTP Error 404.*the partial file .* \(1000 bytes\) is kept"):
+        download_file(server.url, dest, MD5, progress=False)
+    assert part_path(dest).read_bytes() == DATA[:1000]
+
+
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [("/etc/passwd", "is an absolute path"), ("\\server\\x", "is an absolute path"), ("C:/x", "has a drive letter"), ("a/../../x", "contains a '..' component")],
+)
+def test_unsafe_entries_are_refused_naming_the_problem(tmp_path, entry, problem):
+    import zipfile
+
+    from data.download import UnsafeArchiveError, safe_extract
+
+    archive = tmp_path / "bad.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("fine.txt", b"ok")
+        z.writestr(zipfile.ZipInfo(entry), b"x")
+    with pytest.raises(UnsafeArchiveError) as error:
+        safe_extract(archive, tmp_path / "out")
+    assert str(error.value) == f"refusing archive bad.zip: entry {entry!r} {problem}"
+    assert not (tmp_path / "out").exists()
