@@ -214,3 +214,11 @@ def test_unsafe_entries_are_refused_naming_the_problem(tmp_path, entry, problem)
         safe_extract(archive, tmp_path / "out")
     assert str(error.value) == f"refusing archive bad.zip: entry {entry!r} {problem}"
     assert not (tmp_path / "out").exists()
+
+
+def test_by_default_a_download_reports_progress_and_creates_its_directory(server, tmp_path, capsys):
+    server.range_start = None
+    dest = tmp_path / "new" / "dir" / "file.bin"
+    assert download_file(server.url, dest, MD5) == dest
+    assert dest.read_bytes() == DATA
+    assert "file.bin: done, " in capsys.readouterr().err
