@@ -51,8 +51,8 @@ test: $(STAMP)  ## run every test (unit, data, model and end-to-end)
 test-fast: $(STAMP)  ## unit tests only, no pipeline runs
 	tools/run-pytest.sh -m "not e2e"
 
-mutation: $(STAMP)  ## mutation testing of the pure cores with their fast tests (minutes; MODULE=<path> for one, JOBS=2)
-	$(VPY) tools/mutation.py $(if $(MODULE),--module $(MODULE)) --jobs $(or $(JOBS),2)
+mutation: $(STAMP)  ## mutation testing of the pure cores with their fast tests (minutes; MODULE=<path> for one, LINES=20,55 its survivors, JOBS=2)
+	$(VPY) tools/mutation.py $(if $(MODULE),--module $(MODULE)) $(if $(LINES),--lines $(LINES)) --jobs $(or $(JOBS),2)
 
 data-synthetic: $(STAMP)  ## write the synthetic dataset of the smoke profile
 	$(VPY) -m data.synthetic --profile $(PROFILE)

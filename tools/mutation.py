@@ -212,10 +212,11 @@ class ModuleResult:
         return self.killed + self.timeouts + len(self.survivors)
 
 
-def mutation_test(module: str, tests: list[str], jobs: int) -> ModuleResult:
-    """Run every mutant of `module` against `tests`, `jobs` at a time, each in its own copy."""
+def mutation_test(module: str, tests: list[str], jobs: int, lines: set[int] | None = None) -> ModuleResult:
+    """Run every mutant of `module` (on `lines` only, if given) against `tests`, `jobs` at a
+    time, each in its own copy."""
     source = (ROOT / module).read_text()
-    mutants = find_mutants(source)
+    mutants = [m for m in find_mutants(source) if lines is None or m.line in lines]
     result = ModuleResult(module)
     with tempfile.TemporaryDirectory(prefix="mutation-") as tmp:
         workdirs = [Path(tmp) / f"w{i}" for i in range(jobs)]
@@ -258,11 +259,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--module", help="one module path (default: every module in MODULES)")
     parser.add_argument("--jobs", type=int, default=2, help="mutants run at the same time (default 2)")
+    parser.add_argument("--lines", help="only mutants on these lines, e.g. 20,55 (rechecking survivors; needs --module)")
     args = parser.parse_args(argv)
+    if args.lines and not args.module:
+        parser.error("--lines needs --module")
+    lines = {int(n) for n in args.lines.split(",")} if args.lines else None
     if args.module and args.module not in MODULES:
         parser.error(f"{args.module} is not one of: {', '.join(MODULES)}")
     selected = [args.module] if args.module else list(MODULES)
-    results = [mutation_test(m, MODULES[m], args.jobs) for m in selected]
+    results = [mutation_test(m, MODULES[m], args.jobs, lines) for m in selected]
 
     print("\nmutation score (killed, including timeouts / mutants):")
     for r in results:
