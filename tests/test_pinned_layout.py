@@ -91,3 +91,41 @@ def test_available_splits_are_the_configured_ones_with_a_split_file(tmp_path):
     (tmp_path / layout.SPLIT_FILES["train"]).write_text("")
     (tmp_path / layout.SPLIT_FILES["test"]).write_text("")
     assert layout.available_splits(tmp_path, ["test", "dev", "train", "extra"]) == ["test", "train"]
+
+
+def test_fractions_divide_by_the_totals_even_when_they_are_one():
+    t = tally(1, 1, {layout.IMAGE_CORRUPT: 1, layout.CAPTION_EMPTY: 1})
+    assert t.fractions() == {"caption_lines": 1.0, "images": 1.0}
+    report = t.to_dict()
+    assert (report["skipped_caption_lines"], report["skipped_images"]) == (1, 1)
+    assert report["skipped_fraction"] == {"caption_lines": 1.0, "images": 1.0}
+
+
+def test_the_layout_needs_both_the_image_folder_and_the_captions(tmp_path):
+    (tmp_path / layout.IMAGE_DIR).mkdir()
+    assert not layout.looks_like_flickr8k_layout(tmp_path)
+    (tmp_path / layout.TOKEN_FILE).write_text("")
+    assert layout.looks_like_flickr8k_layout(tmp_path)
+    (tmp_path / layout.IMAGE_DIR).rmdir()
+    assert not layout.looks_like_flickr8k_layout(tmp_path)
+
+
+def test_split_files_that_are_not_utf8_still_list_their_ids(tmp_path):
+    split_file = tmp_path / "split.txt"
+    split_file.write_bytes(b"\xff1.jpg\n2.jpg\n\n2.jpg\n")
+    assert layout.read_split_ids(split_file) == ["\ufffd1", "2"]
+
+
+def test_an_unknown_split_name_lists_the_known_ones(tmp_path):
+    (tmp_path / layout.IMAGE_DIR).mkdir()
+    (tmp_path / layout.TOKEN_FILE).write_text("")
+    with pytest.raises(layout.LayoutError, match=r"^unknown split 'val'; the layout has train, dev, test$"):
+        layout.scan_layout(tmp_path, ["val"])
+
+
+def test_records_are_immutable_values():
+    import dataclasses
+
+    record = layout.ImageRecord("a", "a.jpg", "train", ("A .",))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        record.split = "test"

@@ -94,3 +94,29 @@ def test_no_base_directory_means_no_versions_and_results_are_immutable(tmp_path)
     result = push.push_model(fake_model(tmp_path / "a", "a"), tmp_path / "base")
     with pytest.raises(dataclasses.FrozenInstanceError):
         result.version = 7
+
+
+def test_the_push_record_lives_in_assets_extra_next_to_the_models_own_extras(tmp_path):
+    model = fake_model(tmp_path / "a", "a")
+    (model / "assets.extra").mkdir()
+    (model / "assets.extra" / "tf_serving_warmup_requests").write_bytes(b"warmup")
+    base = tmp_path / "base"
+    push.push_model(model, base)
+    extras = base / "1" / "assets.extra"
+    assert sorted(p.name for p in extras.iterdir()) == ["captioner_push.json", "tf_serving_warmup_requests"]
+    assert json.loads((extras / "captioner_push.json").read_text())["fingerprint"] == push.model_fingerprint(model)
+
+
+def test_temporary_directories_are_stale_after_a_day(tmp_path):
+    import os
+    import time
+
+    base = tmp_path / "base"
+    older, younger = base / ".tmp-1-older", base / ".tmp-1-younger"
+    older.mkdir(parents=True)
+    younger.mkdir()
+    now = time.time()
+    os.utime(older, (now - 86_400 - 10, now - 86_400 - 10))
+    os.utime(younger, (now - 86_400 + 10, now - 86_400 + 10))
+    push.push_model(fake_model(tmp_path / "a", "a"), base)
+    assert sorted(p.name for p in base.iterdir()) == [".tmp-1-younger", "1"]
