@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 PYTHON ?= $(shell tools/find-python310.sh)
 
 .PHONY: install pipeline demo test test-fast test-data test-model data-synthetic data-flickr8k bench bench-scaling mlflow-ui clean help
-.PHONY: compile-kfp retrain lineage bench-quality sweep
+.PHONY: compile-kfp retrain lineage bench-quality sweep mutation
 
 KFP_IMAGE ?= captioner:latest
 DATA_FINGERPRINT ?= unpinned
@@ -59,6 +59,9 @@ test-data: $(STAMP)  ## data tests: layouts, ingestion, validation, synthetic da
 
 test-model: $(STAMP)  ## model tests: backbones, decoders, training options, feature extraction
 	tools/run-pytest.sh -m model
+
+mutation: $(STAMP)  ## mutation testing of the pure cores with their fast tests (minutes; MODULE=<path> for one, LINES=20,55 its survivors, JOBS=2)
+	$(VPY) tools/mutation.py $(if $(MODULE),--module $(MODULE)) $(if $(LINES),--lines $(LINES)) --jobs $(or $(JOBS),2)
 
 data-synthetic: $(STAMP)  ## write the synthetic dataset of the smoke profile
 	$(VPY) -m data.synthetic --profile smoke

@@ -224,7 +224,7 @@ def _fetch_to_part(url: str, part: Path, timeout: float, chunk_size: int, progre
                 _stream_to(response, part, start, chunk_size, progress)
                 return
         log.warning("%s: the server answered another range than asked; restarting from zero", url)
-        part.unlink()
+        part.unlink(missing_ok=True)  # nothing to drop when the reply to a fresh start was the wrong range
     raise OSError("the server keeps answering byte ranges that were not asked for")
 
 

@@ -113,6 +113,11 @@ class SkipTally:
             "images": self.skipped_images / max(self.images, 1),
         }
 
+    def over(self, max_fraction: float) -> dict[str, float]:
+        """The skipped fractions above `max_fraction` (images and caption lines each): the
+        run fails on these. Exactly at the limit passes, so a limit of 0.0 accepts clean data."""
+        return {kind: value for kind, value in self.fractions().items() if value > max_fraction}
+
     def to_dict(self) -> dict:
         return {
             "total_caption_lines": self.caption_lines,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # TF is imported where it is used: BLEU and its tests need only the Python twin
     import tensorflow as tf
 
 START = "<start>"

@@ -24,11 +24,13 @@ from tests.runs import smoke_config
 # pipeline or a real server); of the others, these modules test data handling or models,
 # and every other module is a unit test of code (`make test-fast` runs only those).
 DATA_TESTS = {
-    "test_anomalies_check", "test_download", "test_ingest", "test_layout", "test_resolve", "test_synthetic",
+    "test_anomalies_check", "test_download", "test_ingest", "test_layout", "test_pinned_download",
+    "test_pinned_ingest", "test_pinned_layout", "test_pinned_records", "test_resolve", "test_synthetic",
     "test_transform",
 }
 MODEL_TESTS = {
-    "test_backbones", "test_decoder", "test_epoch_selection", "test_feature_extractor", "test_training_options",
+    "test_backbones", "test_decoder", "test_epoch_selection", "test_feature_extractor", "test_image_budget",
+    "test_pinned_beam", "test_pinned_images", "test_training_options",
 }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from typing import Mapping
 
 # Float noise must not turn "exactly at the threshold" into a failure.
@@ -47,10 +48,10 @@ def decide(
     failures: list[str] = []
     passes: list[str] = []
     for metric, minimum_name in (("bleu_4", "min_bleu_4"), ("bleu_1", "min_bleu_1")):
-        value = scores[metric]
+        value = scores.get(metric)
         minimum = getattr(thresholds, minimum_name)
-        if not math.isfinite(value):
-            failures.append(f"{metric} is {value} (not a number), so it cannot meet {minimum_name}")
+        if not _is_number(value):
+            failures.append(f"{metric} is {_describe(value)}, so it cannot meet {minimum_name}")
         elif value + _EPSILON < minimum:
             a, b, short = _fmt(value, minimum, minimum - value)
             failures.append(f"{metric} {a} < {minimum_name} {b} (short by {short})")
@@ -61,13 +62,15 @@ def decide(
     if baseline is None:
         passes.append("no blessed baseline yet, so no regression check")
     else:
-        value, before = scores["bleu_4"], baseline["bleu_4"]
-        drop = before - value
+        value, before = scores.get("bleu_4"), baseline.get("bleu_4")
         tolerance = thresholds.max_bleu_4_drop
-        if math.isfinite(value) and drop > tolerance + _EPSILON:
-            d, t, v, b = _fmt(drop, tolerance, value, before)
+        if not _is_number(before):
+            # A comparison that cannot be made must not pass as one that did.
+            failures.append(f"the blessed baseline's bleu_4 is {_describe(before)}, so the regression check cannot be made")
+        elif _is_number(value) and before - value > tolerance + _EPSILON:
+            d, t, v, b = _fmt(before - value, tolerance, value, before)
             failures.append(f"bleu_4 {v} dropped {d} below the blessed baseline {b} (tolerance {t})")
-        elif math.isfinite(value):
+        elif _is_number(value):
             change, t, b = _fmt(value - before, tolerance, before)
             sign = "+" if value >= before else ""
             passes.append(f"bleu_4 changed by {sign}{change} against the blessed baseline {b} (tolerance {t})")
@@ -75,6 +78,15 @@ def decide(
     if failures:
         return Decision(False, "not blessed: " + "; ".join(failures), tuple(failures))
     return Decision(True, "blessed: " + "; ".join(passes))
+
+
+def _is_number(value: object) -> bool:
+    """A finite real number: NaN, infinity, None and strings cannot be compared to a threshold."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _describe(value: object) -> str:
+    return "missing" if value is None else f"{value} (not a number)"
 
 
 def _fmt(*values: float) -> tuple[str, ...]:

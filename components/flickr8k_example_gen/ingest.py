@@ -110,7 +110,7 @@ def run_ingestion(
     _write_report(Path(report_dir), report)
     _log_report(report)
 
-    over = {k: v for k, v in scan.tally.fractions().items() if v > max_skipped_fraction}
+    over = scan.tally.over(max_skipped_fraction)
     if over:
         shutil.rmtree(staging, ignore_errors=True)
         raise IngestionError(

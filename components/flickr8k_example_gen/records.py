@@ -12,13 +12,15 @@ from __future__ import annotations
 import io
 import os
 import stat
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import tensorflow as tf
 from PIL import Image
 
 from data import layout
 from models.contract import CAPTIONS_KEY, IMAGE_ENCODED_KEY, IMAGE_HEIGHT_KEY, IMAGE_ID_KEY, IMAGE_WIDTH_KEY
+
+if TYPE_CHECKING:  # imported in build_example: the image checks need no TF
+    import tensorflow as tf
 
 # Formats TF's decode_image reads in the serving graph; anything else is skipped.
 ACCEPTED_FORMATS = ("JPEG", "PNG")
@@ -91,6 +93,7 @@ def _check_regular(mode: int) -> None:
 
 def build_example(image_id: str, encoded: bytes, height: int, width: int, captions: tuple[str, ...]) -> tf.train.Example:
     """The pipeline's tf.Example: image_id, image/encoded (bytes as they are), size, captions."""
+    import tensorflow as tf
 
     def _bytes(*values: bytes) -> tf.train.Feature:
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=list(values)))
