@@ -52,8 +52,8 @@ def test_both_kinds_over_the_limit_are_both_named():
 
 def test_every_reason_counts_against_its_own_kind():
     t = tally(100, 100, {r: 1 for r in layout.CAPTION_REASONS + layout.IMAGE_REASONS})
-    assert (t.skipped_caption_lines, t.skipped_images) == (4, 5)
-    assert t.fractions() == {"caption_lines": 0.04, "images": 0.05}
+    assert (t.skipped_caption_lines, t.skipped_images) == (5, 6)
+    assert t.fractions() == {"caption_lines": 0.05, "images": 0.06}
     report = t.to_dict()
     assert report["total_caption_lines"] == 100 and report["total_images"] == 100
     assert report["skipped_by_reason"] == {r: 1 for r in sorted(layout.CAPTION_REASONS + layout.IMAGE_REASONS)}
