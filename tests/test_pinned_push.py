@@ -120,3 +120,14 @@ def test_temporary_directories_are_stale_after_a_day(tmp_path):
     os.utime(younger, (now - 86_400 + 10, now - 86_400 + 10))
     push.push_model(fake_model(tmp_path / "a", "a"), base)
     assert sorted(p.name for p in base.iterdir()) == [".tmp-1-younger", "1"]
+
+
+def test_a_source_field_cannot_replace_the_fingerprint(tmp_path):
+    """The duplicate check reads the fingerprint back: a caller's `source` must not overwrite it."""
+    model = tmp_path / "model"
+    fake_model(model, "weights")
+    first = push.push_model(model, tmp_path / "serving", source={"fingerprint": "forged", "model_id": 7})
+    record = push.read_source(first.path)
+    assert record["fingerprint"] == first.fingerprint != "forged" and record["model_id"] == 7
+    again = push.push_model(model, tmp_path / "serving")
+    assert again.copied is False and again.version == first.version

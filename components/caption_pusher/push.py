@@ -108,8 +108,8 @@ def push_model(
     tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{version}-", dir=base_dir))
     try:
         shutil.copytree(model_dir, tmp, dirs_exist_ok=True, copy_function=_copy_file)
-        record = {"fingerprint": fingerprint, "source_dir": str(model_dir), "pushed_at": time.time()}
-        record.update(source or {})
+        # The caller's source fields never replace ours: the fingerprint is the duplicate check.
+        record = {**(source or {}), "fingerprint": fingerprint, "source_dir": str(model_dir), "pushed_at": time.time()}
         (tmp / SOURCE_FILE).parent.mkdir(parents=True, exist_ok=True)
         (tmp / SOURCE_FILE).write_text(json.dumps(record, indent=2) + "\n")
         _fsync_tree(tmp)
