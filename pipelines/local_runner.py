@@ -38,14 +38,11 @@ def run_paths(config: Config) -> RunPaths:
 
 def run(config: Config) -> RunPaths:
     """Prepare the data, then run the whole pipeline; raises when a component fails."""
-    # Heavy imports here, not at module import: `--help` stays instant.
-    from tfx import v1 as tfx
-
+    # Heavy imports (TFX, MLflow) here, not at module import: `--help` stays instant, and
+    # after the dataset check, so a run without data stops within seconds.
     from data.fingerprint import fingerprint
     from data.layout import available_splits
     from data.resolve import ensure_dataset
-    from pipelines.pipeline import create_pipeline
-    from tracking.mlflow_logger import track_pipeline_run
 
     log = logging.getLogger("pipelines.local_runner")
     paths = run_paths(config)
@@ -53,6 +50,19 @@ def run(config: Config) -> RunPaths:
     started, started_at, data_hash = time.monotonic(), time.time(), None
     try:
         data_dir = ensure_dataset(config)
+    except Exception as e:
+        # Said at once: recording the failed run in MLflow takes a while longer.
+        log.error("no dataset, so the pipeline does not start: %s", e)
+        from tracking.mlflow_logger import track_pipeline_run
+
+        track_pipeline_run(config, paths.metadata_path, started_at, data_hash, error=e)
+        raise
+    from tfx import v1 as tfx
+
+    from pipelines.pipeline import create_pipeline
+    from tracking.mlflow_logger import track_pipeline_run
+
+    try:
         data_hash = fingerprint(data_dir)
         log.info("dataset %s (sha256 %s…) ready in %.1f s", data_dir, data_hash[:12], time.monotonic() - started)
         splits = available_splits(data_dir, config.data.splits)
