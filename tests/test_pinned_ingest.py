@@ -16,9 +16,9 @@ import apache_beam as beam  # noqa: E402
 import pytest  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
-from components.flickr8k_example_gen import ingest  # noqa: E402
 from components.flickr8k_example_gen.ingest import IngestionError, run_ingestion  # noqa: E402
 from data import layout  # noqa: E402
+from models import contract  # noqa: E402
 from tests import datasets  # noqa: E402
 from tests.runs import smoke_config  # noqa: E402
 
@@ -35,7 +35,7 @@ def test_the_configured_pixel_limit_reaches_the_beam_step(tmp_path: Path) -> Non
 
     from components.flickr8k_example_gen.component import IngestionReport
     from components.flickr8k_example_gen.executor import Executor
-    from pipelines.pipeline import ingestion
+    from pipelines.pipeline import create_pipeline
 
     root = datasets.make_dataset(tmp_path, NUM_IMAGES, seed=3)
     pixels = sorted(w * h for w, h in (r.size for r in datasets.planned(NUM_IMAGES, 3).values()))
@@ -43,13 +43,14 @@ def test_the_configured_pixel_limit_reaches_the_beam_step(tmp_path: Path) -> Non
     too_large = sum(1 for p in pixels if p > limit)
     assert 0 < too_large < NUM_IMAGES
     config = smoke_config(tmp_path / "out", **{"ingest.max_image_pixels": limit, "ingest.max_skipped_fraction": 1.0})
-    node = ingestion(config, root, SPLITS, "fingerprint")
+    pipeline = create_pipeline(config, root, SPLITS, "fingerprint", tmp_path / "tfx")
+    node = next(n for n in pipeline.components if n.id == "Flickr8kExampleGen")  # the node a run wires
     assert node.exec_properties["max_image_pixels"] == limit
 
     examples, report = standard_artifacts.Examples(), IngestionReport()
     examples.uri, report.uri = str(tmp_path / "examples"), str(tmp_path / "report")
     Executor().Do({}, {"examples": [examples], "report": [report]}, dict(node.exec_properties))
-    written = json.loads((tmp_path / "report" / ingest.REPORT_FILE).read_text())
+    written = json.loads((tmp_path / "report" / contract.INGESTION_REPORT_FILE).read_text())
     assert written["skipped_by_reason"] == {layout.IMAGE_TOO_LARGE: too_large}
     assert sum(written["examples_per_split"].values()) == NUM_IMAGES - too_large
 
