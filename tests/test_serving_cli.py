@@ -155,15 +155,18 @@ def test_the_client_refuses_a_request_over_its_limit_without_sending_it():
 
 @pytest.mark.e2e
 def test_a_dash_reads_one_image_from_stdin(server, images):
+    """`-` is the image on stdin: captioned like the same bytes in a file, beside other files."""
+    same = images / "same_as_stdin.png"
+    same.write_bytes(grayscale_png(32, 32))
     result = subprocess.run(
-        [sys.executable, "-m", "serving.cli", "--url", server, "--json", "-", str(images / "red.jpg")],
-        input=solid_rgb(40, 40), capture_output=True, timeout=300, cwd=REPO,
+        [sys.executable, "-m", "serving.cli", "--url", server, "--json", "--beam", "-", str(same)],
+        input=same.read_bytes(), capture_output=True, timeout=300, cwd=REPO,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
     assert result.returncode == 0, result.stderr
-    lines = [json.loads(line) for line in result.stdout.decode().splitlines()]
-    assert [line["path"] for line in lines] == ["-", str(images / "red.jpg")]
-    assert all(line["caption"] for line in lines)
+    stdin_line, file_line = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    assert stdin_line["path"] == "-" and file_line["path"] == str(same)
+    assert {k: v for k, v in stdin_line.items() if k != "path"} == {k: v for k, v in file_line.items() if k != "path"}
 
 
 def test_version_prints_the_tools_version(capsys):
