@@ -1,4 +1,5 @@
-"""Same data and config, another Beam setup: same vocabulary, identical features, same BLEU.
+"""Same data and config, another Beam setup: same vocabulary, the same features up to float
+noise, the same BLEU.
 
 Runs the smoke pipeline a second time with the DirectRunner in multi-processing mode (two
 workers), which also shows that mode runs the whole pipeline, and compares with the
@@ -22,6 +23,8 @@ pytestmark = pytest.mark.e2e
 # Training is seeded and its data order fixed, so BLEU matches to float noise in practice;
 # this is the tolerance the README states.
 BLEU_TOLERANCE = 0.02
+# Float32 noise of batch-dependent CPU kernels on features of magnitude ~1-10.
+FEATURE_TOLERANCE = 1e-4
 
 
 def _features(metadata_path: Path) -> dict[bytes, np.ndarray]:
@@ -60,7 +63,11 @@ def test_two_runs_share_vocabulary_features_and_bleu(smoke_run, multi_worker_run
 
     ours, theirs = _features(multi_worker_run.metadata_path), _features(smoke_run.metadata_path)
     assert ours.keys() == theirs.keys()
-    assert all(np.array_equal(ours[k], theirs[k]) for k in ours)
+    # Two workers batch the images differently, and CPU convolution kernels give results
+    # that depend on the batch at the last bits of float32 (up to about 2e-6 seen here):
+    # the same image must give the same features up to that noise, never more.
+    worst = max(float(np.max(np.abs(ours[k] - theirs[k]))) for k in ours)
+    assert worst <= FEATURE_TOLERANCE, worst
 
     a, b = _bleu(multi_worker_run.metadata_path), _bleu(smoke_run.metadata_path)
     for name in ("bleu_1", "bleu_4"):
