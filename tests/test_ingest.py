@@ -7,14 +7,11 @@ check in records.py.
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import struct
 import threading
 import types
 import warnings
-import zlib
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -33,6 +30,7 @@ from data import layout  # noqa: E402
 from data.synthetic import split_counts  # noqa: E402
 from models import contract  # noqa: E402
 from tests import datasets  # noqa: E402
+from tests.images import pil_bytes, png_header_only  # noqa: E402
 
 SPLITS = ["train", "dev", "test"]
 NUM_IMAGES = 40
@@ -217,25 +215,11 @@ def test_default_limit_fails_and_publishes_nothing(tmp_path: Path) -> None:
 # records.inspect_image / load_record
 
 
-def encode(image: Image.Image, fmt: str) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt)
-    return buffer.getvalue()
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG that claims a size in its header and has no pixel data (a bomb's shape)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
 
 
 def test_inspect_image_reads_png_and_jpeg_sizes() -> None:
-    assert records.inspect_image(encode(Image.new("RGB", (7, 5), "red"), "PNG"), 10**6) == (5, 7)
-    assert records.inspect_image(encode(Image.new("RGB", (1, 1), "blue"), "JPEG"), 10**6) == (1, 1)
+    assert records.inspect_image(pil_bytes(Image.new("RGB", (7, 5), "red"), "PNG"), 10**6) == (5, 7)
+    assert records.inspect_image(pil_bytes(Image.new("RGB", (1, 1), "blue"), "JPEG"), 10**6) == (1, 1)
 
 
 def test_inspect_image_rejects_empty_and_undecodable_data() -> None:
@@ -243,15 +227,15 @@ def test_inspect_image_rejects_empty_and_undecodable_data() -> None:
         records.inspect_image(b"", 10**6)
     with pytest.raises(ValueError, match="cannot decode"):
         records.inspect_image(b"\xff\xd8\xff" + bytes(100), 10**6)
-    jpeg = encode(Image.new("RGB", (64, 48), "green"), "JPEG")
+    jpeg = pil_bytes(Image.new("RGB", (64, 48), "green"), "JPEG")
     with pytest.raises(ValueError, match="cannot decode"):
         records.inspect_image(jpeg[: len(jpeg) // 2], 10**6)
     with pytest.raises(ValueError, match="GIF"):
-        records.inspect_image(encode(Image.new("RGB", (4, 4)), "GIF"), 10**6)
+        records.inspect_image(pil_bytes(Image.new("RGB", (4, 4)), "GIF"), 10**6)
 
 
 def test_inspect_image_rejects_too_many_pixels() -> None:
-    jpeg = encode(Image.new("RGB", (100, 80), "white"), "JPEG")
+    jpeg = pil_bytes(Image.new("RGB", (100, 80), "white"), "JPEG")
 
     assert records.inspect_image(jpeg, max_pixels=100 * 80) == (80, 100)
     with pytest.raises(OverflowError, match="100x80"):
@@ -266,7 +250,7 @@ def test_decompression_bomb_is_too_large_not_corrupt() -> None:
 
 def test_load_record_gives_a_reason_instead_of_raising(tmp_path: Path) -> None:
     good = tmp_path / "good.jpg"
-    good.write_bytes(encode(Image.new("RGB", (30, 20), "black"), "JPEG"))
+    good.write_bytes(pil_bytes(Image.new("RGB", (30, 20), "black"), "JPEG"))
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not an image")
 

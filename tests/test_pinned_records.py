@@ -6,9 +6,6 @@ mutation run reaches it only for mutants the fast checks above did not catch.
 
 from __future__ import annotations
 
-import io
-import struct
-import zlib
 from pathlib import Path
 
 import pytest
@@ -16,22 +13,9 @@ from PIL import Image
 
 from components.flickr8k_example_gen import records
 from data import layout
+from tests.images import pil_bytes, png_header_only
 
 
-def encode(image: Image.Image, fmt: str) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt)
-    return buffer.getvalue()
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG that claims a size in its header and has no pixel data (a bomb's shape)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
 
 
 def record(path: Path, captions: tuple[str, ...] = ("A caption .",)) -> layout.ImageRecord:
@@ -40,11 +24,11 @@ def record(path: Path, captions: tuple[str, ...] = ("A caption .",)) -> layout.I
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
 def test_sizes_are_height_then_width(fmt):
-    assert records.inspect_image(encode(Image.new("RGB", (7, 5), "red"), fmt), 10**6) == (5, 7)
+    assert records.inspect_image(pil_bytes(Image.new("RGB", (7, 5), "red"), fmt), 10**6) == (5, 7)
 
 
 def test_the_pixel_limit_allows_exactly_the_limit_and_refuses_one_more():
-    png = encode(Image.new("RGB", (100, 80), "white"), "PNG")
+    png = pil_bytes(Image.new("RGB", (100, 80), "white"), "PNG")
     assert records.inspect_image(png, max_pixels=8000) == (80, 100)
     assert records.inspect_image(png, max_pixels=8001) == (80, 100)
     with pytest.raises(OverflowError, match=r"^100x80 exceeds 7999 pixels$"):
@@ -53,13 +37,13 @@ def test_the_pixel_limit_allows_exactly_the_limit_and_refuses_one_more():
 
 def test_formats_other_than_jpeg_and_png_are_refused_by_name():
     with pytest.raises(ValueError, match=r"^format GIF is not one of \('JPEG', 'PNG'\)$"):
-        records.inspect_image(encode(Image.new("RGB", (4, 4)), "GIF"), 10**6)
+        records.inspect_image(pil_bytes(Image.new("RGB", (4, 4)), "GIF"), 10**6)
 
 
 def test_empty_and_truncated_data_are_refused():
     with pytest.raises(ValueError, match="^empty file$"):
         records.inspect_image(b"", 10**6)
-    png = encode(Image.new("RGB", (64, 48), "green"), "PNG")
+    png = pil_bytes(Image.new("RGB", (64, 48), "green"), "PNG")
     with pytest.raises(ValueError, match="^cannot decode: "):
         records.inspect_image(png[: len(png) // 2], 10**6)
 
@@ -71,7 +55,7 @@ def test_a_decompression_bomb_is_too_large():
 
 def test_skips_say_why(tmp_path):
     good = tmp_path / "good.png"
-    good.write_bytes(encode(Image.new("RGB", (30, 20), "black"), "PNG"))
+    good.write_bytes(pil_bytes(Image.new("RGB", (30, 20), "black"), "PNG"))
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not an image")
 
@@ -89,7 +73,7 @@ def test_a_good_image_becomes_an_example_with_its_bytes_size_and_captions(tmp_pa
     import tensorflow as tf
 
     good = tmp_path / "good.png"
-    data = encode(Image.new("RGB", (30, 20), "black"), "PNG")
+    data = pil_bytes(Image.new("RGB", (30, 20), "black"), "PNG")
     good.write_bytes(data)
     outcome = records.load_record(record(good, ("One .", "Two .")), max_pixels=600)
     assert (outcome.image_id, outcome.skip_reason, outcome.detail) == ("good", None, "")
