@@ -30,15 +30,18 @@ $(STAMP): requirements.lock pyproject.toml
 	@touch $(STAMP)
 
 pipeline: $(STAMP)  ## train PROFILE (default flickr8k_lite0) on Flickr8k from CAPTIONER_DATA_DIR, else downloaded
+	tools/ensure-java.sh
 	$(VPY) -m pipelines.local_runner --profile $(PROFILE)
 
 demo: $(STAMP)  ## the whole pipeline on synthetic shapes (profile smoke): a first look in minutes, no data needed
+	tools/ensure-java.sh
 	$(VPY) -m pipelines.local_runner --profile smoke
 
 compile-kfp: $(STAMP)  ## compile PROFILE for Kubeflow Pipelines v2 / Vertex: outputs/<profile>/kfp/pipeline.json (KFP_IMAGE=...)
 	$(VPY) -m pipelines.kubeflow_runner --profile $(PROFILE) --image $(KFP_IMAGE) --data-fingerprint $(DATA_FINGERPRINT)
 
 retrain: $(STAMP)  ## rerun the pipeline on the data snapshot DATA=<dir> (PROFILE default flickr8k_lite0); unchanged data hits the cache
+	tools/ensure-java.sh
 	@test -n "$(DATA)" || { echo "usage: make retrain DATA=<snapshot dir> [PROFILE=flickr8k_lite0]" >&2; exit 2; }
 	@test -d "$(DATA)" || { echo "error: DATA=$(DATA) is not a directory" >&2; exit 2; }
 	CAPTIONER_DATA_DIR="$(DATA)" $(VPY) -m pipelines.local_runner --profile $(PROFILE)
@@ -49,6 +52,7 @@ lineage: $(STAMP)  ## where pushed model VERSION=N came from: data snapshot + ha
 
 test: $(STAMP)  ## run every test (unit, data, model and end-to-end)
 	tools/ensure-chromium.sh
+	tools/ensure-java.sh
 	tools/run-pytest.sh
 
 test-fast: $(STAMP)  ## unit tests of code only: the inner loop (no data, model or end-to-end tests)
@@ -78,6 +82,7 @@ bench-quality: $(STAMP)  ## BLEU/CIDEr/latency of pushed models, greedy and beam
 	$(VPY) -m bench.quality $(foreach m,$(MODELS),--model $(m))
 
 sweep: $(STAMP)  ## run the flickr8k_lite0 sweep (mlflow/sweep_flickr8k_lite0.yaml; one pipeline run per variant, hours)
+	tools/ensure-java.sh
 	$(VPY) -m pipelines.sweep $(or $(SWEEP),mlflow/sweep_flickr8k_lite0.yaml)
 
 bench-scaling: $(STAMP)  ## ingestion and feature time at 1,000/3,500/7,000 Flickr8k images, and 1 vs 2 Beam workers (about 10 min on 2 cores)

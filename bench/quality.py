@@ -5,7 +5,8 @@ Run `python -m bench.quality --model merge=DIR --model attention=DIR [--data DIR
 `Format-Serving`). For each model and each of its decoders (`greedy`, `beam_search` when
 exported) it captions every image of the split through the exported signature (the graph
 users get) and scores the captions with the pipeline's own BleuEvaluator code: corpus
-BLEU-1..4 (NLTK), CIDEr-D (pycocoevalcap) and METEOR where NLTK's WordNet is installed.
+BLEU-1..4 (NLTK) and CIDEr-D (models.metrics), then the coco-caption toolkit the papers
+report (`coco_*`, METEOR; Java; `--no-coco` skips it).
 
 Latency is one image per call, as a user of the web page or the CLI with one file sees it:
 `--latency-images` images of the split, after one warm-up call, p50 and p90 in ms. The
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from components.bleu_evaluator import evaluate
     from data.layout import scan_layout
+    from models.coco_caption import COCO_METRICS
 
     records = scan_layout(Path(args.data), [args.split]).records[args.split]
     if args.limit:
@@ -48,10 +50,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         for i in range(0, len(records), args.batch_size)
     ]
-    try:
-        wordnet = evaluate.load_wordnet()
-    except LookupError:
-        wordnet = None
     histories = dict(_pair(h) for h in args.history)
     rows = []
     for name, export_dir in (_pair(m) for m in args.model):
@@ -61,14 +59,16 @@ def main(argv: list[str] | None = None) -> int:
                 logging.info("%s has no %s signature; skipped", name, decoder)
                 continue
             captioner = evaluate.signature_captioner(loaded, decoder)
-            result = evaluate.evaluate(iter(batches), captioner, len(records), name=f"{name}/{decoder}", wordnet=wordnet)
+            result = evaluate.evaluate(
+                iter(batches), captioner, len(records), name=f"{name}/{decoder}", coco_caption=not args.no_coco
+            )
             latencies = _latency_ms(captioner, [b for batch in batches for b in batch.images][: args.latency_images])
             m = result.metrics
             row = {
                 "model": name,
                 "decoder": decoder,
                 **{k: round(m[k], 4) for k in ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "cider")},
-                "meteor": None if m["meteor"] is None else round(m["meteor"], 4),
+                **{k: None if m.get(k) is None else round(m[k], 4) for k in COCO_METRICS},
                 "images": m["num_images"],
                 "batch_images_per_s": round(m["images_per_second"], 1),
                 "latency_p50_ms": round(float(np.percentile(latencies, 50)), 1),
@@ -109,7 +109,9 @@ def _pair(text: str) -> tuple[str, str]:
 
 def _print_table(rows: list[dict], args: argparse.Namespace) -> None:
     print(f"\n{args.split} split of {args.data}: {rows[0]['images'] if rows else 0} images")
-    header = ("model", "decoder", "bleu_1", "bleu_2", "bleu_3", "bleu_4", "cider", "meteor",
+    from models.coco_caption import COCO_METRICS
+
+    header = ("model", "decoder", "bleu_1", "bleu_4", "cider", *COCO_METRICS,
               "latency_p50_ms", "latency_p90_ms", "train_minutes")
     print(" | ".join(header))
     for row in rows:
@@ -125,6 +127,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, default=0, help="only the first N images (0: all)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--latency-images", type=int, default=50)
+    parser.add_argument("--no-coco", action="store_true", help="skip the coco-caption scorer (it needs Java)")
     return parser.parse_args(argv)
 
 

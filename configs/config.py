@@ -238,6 +238,10 @@ class GateConfig:
     min_bleu_1: float = 0.45
     # Largest BLEU-4 drop (absolute) tolerated against the latest blessed model.
     max_bleu_4_drop: float = 0.02
+    # Minimum CIDEr-D of the project's scorer (0 turns the check off; CIDEr-D may exceed 1).
+    min_cider: float = 0.0
+    # Also score the candidate with the coco-caption toolkit (PTB tokenizer, METEOR: Java).
+    coco_caption: bool = True
     # The serving signature that generates the captions: the one users get by default.
     signature: str = "serving_default"
     batch_size: int = 32
@@ -246,6 +250,8 @@ class GateConfig:
         for name in ("min_bleu_4", "min_bleu_1", "max_bleu_4_drop"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"gate.{name} must be between 0 and 1")
+        if not self.min_cider >= 0.0:
+            raise ConfigError("gate.min_cider must be 0 or more")
         _check_choice("gate.signature", self.signature, ("serving_default", "greedy", "beam_search"))
         if self.batch_size < 1:
             raise ConfigError("gate.batch_size must be at least 1")

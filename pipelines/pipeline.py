@@ -117,6 +117,8 @@ def create_pipeline(
         min_bleu_4=config.gate.min_bleu_4,
         min_bleu_1=config.gate.min_bleu_1,
         max_bleu_4_drop=config.gate.max_bleu_4_drop,
+        min_cider=config.gate.min_cider,
+        coco_caption=config.gate.coco_caption,
     )
     # Blessed models only -> <push.base_dir>/<version>/ for TF Serving, atomically.
     pusher = CaptionPusher(

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from components.bleu_evaluator import evaluate
 from components.flickr8k_example_gen.records import build_example
+from models.coco_caption import COCO_METRICS
 
 IMAGES = {
     "img_a": ("A red ball on blue .", "A small red ball against blue ."),
@@ -82,30 +83,23 @@ def test_duplicate_image_ids_are_an_error():
         evaluate.evaluate(iter([batch]), lambda images: ["a", "a"], total=2)
 
 
-def test_meteor_is_skipped_with_a_reason_when_wordnet_is_missing(monkeypatch, caplog):
-    def missing():
-        raise LookupError("\n  Resource 'wordnet' not found.\n")
-
-    monkeypatch.setattr(evaluate, "load_wordnet", missing)
-    with caplog.at_level(logging.WARNING, logger=evaluate.__name__):
-        value, reason = evaluate.meteor_score({"a": "a dog"}, {"a": ["a dog"]})
-    assert value is None
-    assert "wordnet" in reason and "METEOR was skipped" in reason
-    assert "METEOR was skipped" in caplog.text
+def test_without_the_coco_caption_scorer_meteor_is_none_with_the_reason(split_dir):
+    files = evaluate.split_files(str(split_dir))
+    result = evaluate.evaluate(evaluate.read_batches(files, 2), lambda images: ["a dog"] * len(images), total=3)
+    assert result.metrics["meteor"] is None
+    assert "METEOR was skipped" in result.metrics["meteor_skipped_reason"] and "gate.coco_caption" in result.metrics["meteor_skipped_reason"]
+    assert not any(k.startswith("coco_") for k in result.metrics)
 
 
-class NoSynonyms:
-    """A WordNet stand-in: METEOR then matches exact words and stems only."""
-
-    def synsets(self, word, pos=None):
-        return []
-
-
-def test_meteor_is_computed_when_wordnet_is_there():
-    perfect, _ = evaluate.meteor_score({"a": "A dog runs ."}, {"a": ["a dog runs", "a cat"]}, wordnet=NoSynonyms())
-    partial, note = evaluate.meteor_score({"a": "a dog sleeps"}, {"a": ["a dog runs"]}, wordnet=NoSynonyms())
-    assert note is None
-    assert perfect > 0.9 and 0.0 < partial < perfect
+def test_the_coco_caption_scorer_adds_its_scores_beside_the_projects(split_dir):
+    files = evaluate.split_files(str(split_dir))
+    perfect = evaluate.evaluate(evaluate.read_batches(files, 2), echo_first_reference, total=3, coco_caption=True)
+    m = perfect.metrics
+    assert set(COCO_METRICS) <= set(m) and m["meteor_skipped_reason"] is None
+    # The project's gate scores are untouched by the second scorer.
+    assert perfect.scores.keys() == {"bleu_1", "bleu_2", "bleu_3", "bleu_4", "cider"}
+    # Each caption is one of its image's references: every coco-caption score is at its top.
+    assert m["coco_bleu_4"] > 0.99 and m["meteor"] > 0.9 and m["coco_rouge_l"] > 0.99
 
 
 def test_cider_rewards_the_caption_that_matches_its_own_image_and_ignores_case_and_punctuation():

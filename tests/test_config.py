@@ -284,3 +284,13 @@ def test_serving_section_has_a_pixel_budget_that_overrides_apply_to() -> None:
     assert load_config("smoke", env={}).serving.max_image_pixels == 40_000_000
     assert load_config("flickr8k", env={}).serving.max_image_pixels == 40_000_000
     assert load_config("smoke", {"serving.max_image_pixels": 1000}, env={}).serving.max_image_pixels == 1000
+
+
+def test_gate_takes_a_cider_minimum_and_the_coco_caption_switch() -> None:
+    config = load_config("smoke", {"gate.min_cider": 1.5, "gate.coco_caption": False}, env={})
+    assert config.gate.min_cider == 1.5 and config.gate.coco_caption is False
+    assert load_config("smoke", env={}).gate.coco_caption is True
+    with pytest.raises(ConfigError, match="gate.min_cider must be 0 or more"):
+        load_config("smoke", {"gate.min_cider": -0.1}, env={})
+    with pytest.raises(ConfigError, match="gate.coco_caption"):
+        load_config("smoke", {"gate.coco_caption": "yes"}, env={})

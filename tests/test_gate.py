@@ -97,3 +97,15 @@ def test_every_profile_sets_thresholds_a_push_dir_and_the_smoke_one_is_strict_en
         assert config.push_dir.is_absolute()
     smoke = load_config("smoke", env={}).gate
     assert (smoke.min_bleu_4, smoke.min_bleu_1) == (0.5, 0.7)
+
+
+def test_a_cider_minimum_fails_a_model_with_good_bleu_and_is_off_at_zero():
+    good_bleu_low_cider = dict(scores(0.9, 0.95), cider=0.31)
+    strict = Thresholds(0.5, 0.7, 0.02, min_cider=0.4)
+    decision = decide(good_bleu_low_cider, strict)
+    assert not decision.blessed
+    assert decision.failures == ("cider 0.3100 < min_cider 0.4000 (short by 0.0900)",)
+    assert decide(dict(good_bleu_low_cider, cider=0.4), strict).blessed
+    assert decide(good_bleu_low_cider, Thresholds(0.5, 0.7, 0.02)).blessed
+    assert "cider" not in decide(good_bleu_low_cider, Thresholds(0.5, 0.7, 0.02)).reason
+    assert not decide(dict(scores(0.9, 0.95), cider=float("nan")), strict).blessed

@@ -35,6 +35,9 @@ class BleuEvaluatorSpec(ComponentSpec):
         "min_bleu_4": ExecutionParameter(type=float),
         "min_bleu_1": ExecutionParameter(type=float),
         "max_bleu_4_drop": ExecutionParameter(type=float),
+        # CIDEr-D minimum (0 = no CIDEr-D check); 1 = also score with coco-caption (Java).
+        "min_cider": ExecutionParameter(type=float),
+        "coco_caption": ExecutionParameter(type=int),
     }
     INPUTS = {
         "examples": ChannelParameter(type=standard_artifacts.Examples),
@@ -61,6 +64,8 @@ class BleuEvaluator(base_component.BaseComponent):
         min_bleu_4: float,
         min_bleu_1: float,
         max_bleu_4_drop: float,
+        min_cider: float,
+        coco_caption: bool,
         signature: str,
         batch_size: int,
         baseline_model: types.BaseChannel | None = None,
@@ -76,6 +81,8 @@ class BleuEvaluator(base_component.BaseComponent):
                 min_bleu_4=float(min_bleu_4),
                 min_bleu_1=float(min_bleu_1),
                 max_bleu_4_drop=float(max_bleu_4_drop),
+                min_cider=float(min_cider),
+                coco_caption=int(bool(coco_caption)),
                 evaluation=types.Channel(type=CaptionEvaluation),
                 blessing=types.Channel(type=standard_artifacts.ModelBlessing),
             )

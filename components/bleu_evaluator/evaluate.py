@@ -1,4 +1,4 @@
-"""Scores a serving SavedModel on a split of raw examples: captions, BLEU-1..4, CIDEr, METEOR.
+"""Scores a serving SavedModel on a split of raw examples: captions, BLEU-1..4, CIDEr-D, METEOR.
 
 Called by the BleuEvaluator executor (for the candidate and for the baseline model) and
 usable from a notebook or benchmark on any export. It reads the raw tf.Examples of
@@ -7,10 +7,11 @@ batches through the exported serving signature (the very graph TF Serving runs, 
 measures what users get, decoding and resizing included), and scores the captions against
 all references of each image with `models.metrics`.
 
-METEOR needs NLTK's WordNet data, which is not installed with NLTK. When it is missing,
-METEOR is skipped with a logged notice and recorded as None with the reason; nothing is
-downloaded behind the user's back. METEOR here is the mean of NLTK's sentence METEOR over
-the images (NLTK has no corpus METEOR), on the same normalised tokens as BLEU.
+Two scorers, side by side: the project's own (NLTK's corpus BLEU and `models.metrics`'
+CIDEr-D on `models.text` tokens; no Java; what the gate compares) and, with
+`coco_caption=True`, the coco-caption toolkit the papers report (`models.coco_caption`: PTB
+tokenizer, BLEU, METEOR, ROUGE-L, CIDEr-D; needs Java), stored as `coco_*` and `meteor`.
+Without it, METEOR is None with the reason.
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import tensorflow as tf
 
 from models.contract import BLEU_METRICS, CAPTIONS_KEY, CIDER_METRIC, IMAGE_ENCODED_KEY, IMAGE_ID_KEY
+from models.coco_caption import coco_caption_scores
 from models.metrics import corpus_bleu_scores, corpus_cider
-from models.text import tokenize_text
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,8 @@ class Evaluation:
 
     @property
     def scores(self) -> dict[str, float]:
-        return {k: self.metrics[k] for k in BLEU_METRICS}
+        """What the gate reads: BLEU-1..4 and CIDEr-D of the project's scorer."""
+        return {k: self.metrics[k] for k in (*BLEU_METRICS, CIDER_METRIC)}
 
 
 def split_files(split_dir: str) -> list[str]:
@@ -114,9 +116,10 @@ def evaluate(
     total: int,
     name: str = "model",
     progress_every_seconds: float = 30.0,
-    wordnet: Any = None,
+    coco_caption: bool = False,
 ) -> Evaluation:
-    """Captions for every image, then BLEU-1..4 and METEOR (or None, with the reason).
+    """Captions for every image, then BLEU-1..4, CIDEr-D and, with `coco_caption`, the
+    coco-caption scores (else METEOR is None, with the reason).
 
     Progress (images done / total, images/s) goes to the log at every 10% of the split and
     at least every `progress_every_seconds`.
@@ -151,49 +154,15 @@ def evaluate(
 
     metrics: dict[str, Any] = dict(corpus_bleu_scores(hypotheses, references))
     metrics[CIDER_METRIC] = corpus_cider(hypotheses, references)
-    meteor, meteor_note = meteor_score(hypotheses, references, wordnet=wordnet)
+    if coco_caption:
+        coco_started = time.monotonic()
+        metrics.update(coco_caption_scores(hypotheses, references), meteor_skipped_reason=None)
+        log.info("%s: coco-caption scores in %.1f s", name, time.monotonic() - coco_started)
+    else:
+        metrics.update(meteor=None, meteor_skipped_reason="METEOR was skipped: the coco-caption scorer is off (gate.coco_caption)")
     metrics.update(
-        meteor=meteor,
-        meteor_skipped_reason=meteor_note,
         num_images=len(predictions),
         seconds=round(seconds, 3),
         images_per_second=round(len(predictions) / max(seconds, 1e-9), 3),
     )
     return Evaluation(metrics, predictions)
-
-
-def meteor_score(
-    hypotheses: Mapping[str, str], references: Mapping[str, Sequence[str]], wordnet: Any = None
-) -> tuple[float | None, str | None]:
-    """(mean sentence METEOR, None), or (None, why it was skipped) without WordNet data.
-
-    `wordnet` is NLTK's WordNet reader by default; tests pass a stand-in.
-    """
-    from nltk.translate import meteor_score as nltk_meteor
-
-    try:
-        if wordnet is None:
-            wordnet = load_wordnet()
-        scores = [
-            nltk_meteor.meteor_score(
-                [tokenize_text(r) for r in references[i]], tokenize_text(hypotheses[i]), wordnet=wordnet
-            )
-            for i in sorted(hypotheses)
-        ]
-    except LookupError as e:  # NLTK's "Resource ... not found", for wordnet or its extras
-        missing = str(e).split("Resource", 1)[-1].split("not found", 1)[0].strip(" \n'*") or "wordnet"
-        reason = (
-            f"NLTK data {missing!r} is not installed, so METEOR was skipped "
-            "(install it with: python -m nltk.downloader wordnet)"
-        )
-        log.warning("%s", reason)
-        return None, reason
-    return float(sum(scores) / len(scores)), None
-
-
-def load_wordnet() -> Any:
-    """NLTK's WordNet reader, loaded; raises LookupError when its data is not installed."""
-    from nltk.corpus import wordnet
-
-    wordnet.ensure_loaded()
-    return wordnet

@@ -22,6 +22,7 @@ from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
 from components.bleu_evaluator import evaluate, gate
+from models.coco_caption import COCO_METRICS
 from models.contract import BLEU_METRICS, CIDER_METRIC, METRICS_FILE, PREDICTIONS_FILE
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,10 @@ class Executor(base_executor.BaseExecutor):
             min_bleu_4=float(exec_properties["min_bleu_4"]),
             min_bleu_1=float(exec_properties["min_bleu_1"]),
             max_bleu_4_drop=float(exec_properties["max_bleu_4_drop"]),
+            min_cider=float(exec_properties.get("min_cider") or 0.0),
         )
+        # Only the candidate's figures are reported; the gate compares the project's scores.
+        coco_caption = bool(exec_properties.get("coco_caption"))
         splits = artifact_utils.decode_split_names(examples.split_names)
         if split not in splits:
             raise ValueError(f"{examples.uri} has no split {split!r}; it has {', '.join(splits)}")
@@ -58,7 +62,7 @@ class Executor(base_executor.BaseExecutor):
         total = evaluate.count_examples(files)
         log.info("BleuEvaluator: %d images in split %r, signature %r", total, split, signature)
 
-        result = _score(model, files, total, signature, batch_size, "candidate model")
+        result = _score(model, files, total, signature, batch_size, "candidate model", coco_caption=coco_caption)
         baseline_metrics = None
         if baseline is not None and baseline.id == model.id:
             log.info("the blessed baseline is this very model (id %d): its scores are reused", model.id)
@@ -71,7 +75,9 @@ class Executor(base_executor.BaseExecutor):
         else:
             log.info("no blessed model yet: only the absolute thresholds apply")
 
-        decision = gate.decide(result.scores, thresholds, None if baseline_metrics is None else _bleu(baseline_metrics))
+        decision = gate.decide(
+            result.scores, thresholds, None if baseline_metrics is None else _gated(baseline_metrics)
+        )
         (log.info if decision.blessed else log.warning)("gate: %s", decision.reason)
 
         metrics = {
@@ -81,7 +87,7 @@ class Executor(base_executor.BaseExecutor):
             "model_uri": model.uri,
             "baseline": None
             if baseline is None
-            else {"model_id": baseline.id, "model_uri": baseline.uri, **_bleu(baseline_metrics)},
+            else {"model_id": baseline.id, "model_uri": baseline.uri, **_gated(baseline_metrics)},
             "thresholds": dataclasses.asdict(thresholds),
             "blessed": decision.blessed,
             "reason": decision.reason,
@@ -98,6 +104,7 @@ def _score(
     batch_size: int,
     name: str,
     is_baseline: bool = False,
+    coco_caption: bool = False,
 ) -> evaluate.Evaluation:
     export_dir = path_utils.serving_model_path(model.uri)
     started = time.monotonic()
@@ -110,19 +117,27 @@ def _score(
         log.warning("%s: %s has no signature %r; using %r", name, export_dir, signature, DEFAULT_SIGNATURE)
         captioner = evaluate.signature_captioner(export_dir, DEFAULT_SIGNATURE)
     log.info("%s: loaded %s in %.1f s", name, export_dir, time.monotonic() - started)
-    result = evaluate.evaluate(evaluate.read_batches(files, batch_size), captioner, total, name=name)
+    result = evaluate.evaluate(
+        evaluate.read_batches(files, batch_size), captioner, total, name=name, coco_caption=coco_caption
+    )
     m = result.metrics
     log.info(
-        "%s: BLEU-1 %.4f, BLEU-2 %.4f, BLEU-3 %.4f, BLEU-4 %.4f, CIDEr %.4f, METEOR %s; %d images in %.1f s (%.1f images/s)",
+        "%s: BLEU-1 %.4f, BLEU-2 %.4f, BLEU-3 %.4f, BLEU-4 %.4f, CIDEr-D %.4f, METEOR %s; %d images in %.1f s (%.1f images/s)",
         name, m["bleu_1"], m["bleu_2"], m["bleu_3"], m["bleu_4"], m["cider"],
         "skipped" if m["meteor"] is None else f"{m['meteor']:.4f}",
         m["num_images"], m["seconds"], m["images_per_second"],
     )
+    if coco_caption:
+        log.info(
+            "%s, coco-caption: BLEU-1 %.4f, BLEU-4 %.4f, METEOR %.4f, ROUGE-L %.4f, CIDEr-D %.4f",
+            name, m["coco_bleu_1"], m["coco_bleu_4"], m["meteor"], m["coco_rouge_l"], m["coco_cider_d"],
+        )
     return result
 
 
-def _bleu(metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: metrics[k] for k in BLEU_METRICS}
+def _gated(metrics: dict[str, Any]) -> dict[str, float]:
+    """The scores the gate compares: BLEU-1..4 and CIDEr-D of the project's scorer."""
+    return {k: metrics[k] for k in (*BLEU_METRICS, CIDER_METRIC)}
 
 
 def _write_evaluation(artifact: types.Artifact, metrics: dict[str, Any], predictions: list[dict]) -> None:
@@ -134,8 +149,9 @@ def _write_evaluation(artifact: types.Artifact, metrics: dict[str, Any], predict
             f.write(json.dumps(prediction) + "\n")
     for name in (*BLEU_METRICS, CIDER_METRIC, "images_per_second"):
         artifact.set_float_custom_property(name, float(metrics[name]))
-    if metrics["meteor"] is not None:
-        artifact.set_float_custom_property("meteor", float(metrics["meteor"]))
+    for name in COCO_METRICS:
+        if metrics.get(name) is not None:
+            artifact.set_float_custom_property(name, float(metrics[name]))
     artifact.set_int_custom_property("num_images", int(metrics["num_images"]))
     artifact.set_string_custom_property("signature", metrics["signature"])
 

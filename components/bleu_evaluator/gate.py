@@ -2,7 +2,8 @@
 
 Called by the BleuEvaluator executor once the candidate (and the baseline, when there is
 one) has been scored on the eval split. Two kinds of threshold, as in TFX's Evaluator:
-  - absolute: `bleu_4 >= min_bleu_4` and `bleu_1 >= min_bleu_1`;
+  - absolute: `bleu_4 >= min_bleu_4` and `bleu_1 >= min_bleu_1`, and `cider >= min_cider`
+    when `min_cider` is above 0 (the project's CIDEr-D; 0 turns that check off);
   - change: BLEU-4 may fall at most `max_bleu_4_drop` (absolute) below the latest blessed
     model's BLEU-4 on the same split. Without a blessed baseline only the minimums apply.
 The reason names every failed threshold and by how much, or, for a pass, the numbers that
@@ -25,6 +26,7 @@ class Thresholds:
     min_bleu_4: float
     min_bleu_1: float
     max_bleu_4_drop: float
+    min_cider: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,13 +43,16 @@ def decide(
     thresholds: Thresholds,
     baseline: Mapping[str, float] | None = None,
 ) -> Decision:
-    """Bless the model with `scores` (bleu_1..4) unless a threshold fails.
+    """Bless the model with `scores` (bleu_1..4, cider) unless a threshold fails.
 
     `baseline` holds the scores of the latest blessed model on the same split, or None.
     """
     failures: list[str] = []
     passes: list[str] = []
-    for metric, minimum_name in (("bleu_4", "min_bleu_4"), ("bleu_1", "min_bleu_1")):
+    minimums = [("bleu_4", "min_bleu_4"), ("bleu_1", "min_bleu_1")]
+    if thresholds.min_cider > 0:
+        minimums.append(("cider", "min_cider"))
+    for metric, minimum_name in minimums:
         value = scores.get(metric)
         minimum = getattr(thresholds, minimum_name)
         if not _is_number(value):
