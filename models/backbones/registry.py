@@ -32,7 +32,10 @@ class _Spec:
 
 _SPECS: dict[str, _Spec] = {
     "densenet201": _Spec("densenet201", 224, 1920, (7, 7, 1920), has_classifier=False),
-    "efficientnet_lite0": _Spec("efficientnet_lite0", 224, 1280, (7, 7, 1280), has_classifier=True),
+    # One module for the Lite family; the variant is the backbone's name.
+    "efficientnet_lite0": _Spec("efficientnet_lite", 224, 1280, (7, 7, 1280), has_classifier=True),
+    "efficientnet_lite1": _Spec("efficientnet_lite", 240, 1280, (8, 8, 1280), has_classifier=True),
+    "efficientnet_lite2": _Spec("efficientnet_lite", 260, 1280, (9, 9, 1280), has_classifier=True),
 }
 
 KNOWN_BACKBONES: tuple[str, ...] = tuple(sorted(_SPECS))
@@ -58,15 +61,19 @@ class Backbone:
     def _module(self):
         return importlib.import_module(f"{__package__}.{_SPECS[self.name].module}")
 
+    def _variant(self) -> tuple[str, ...]:
+        """The module's leading argument: the variant name, for a module that holds a family."""
+        return (self.name,) if _SPECS[self.name].module != self.name else ()
+
     def build_feature_model(self) -> "keras.Model":
         """Images -> ``{"pooled": (None, feature_dim), "grid": (None, h, w, c)}``."""
-        return self._module().build_feature_model(self.weights, self.weights_path)
+        return self._module().build_feature_model(*self._variant(), self.weights, self.weights_path)
 
     def build_classifier_model(self) -> "keras.Model":
         """Images -> ImageNet class probabilities ``(None, 1000)``."""
         if not self.has_classifier:
             raise NotImplementedError(f"backbone {self.name!r} has no classifier model")
-        return self._module().build_classifier_model(self.weights, self.weights_path)
+        return self._module().build_classifier_model(*self._variant(), self.weights, self.weights_path)
 
 
 def get_backbone(name: str, weights: str | None = "imagenet",
@@ -75,7 +82,7 @@ def get_backbone(name: str, weights: str | None = "imagenet",
 
     ``weights`` is "imagenet" (pretrained) or None (random init, for tests);
     ``weights_path`` names a local weights file to load instead of the
-    default source (a DenseNet201 no-top ``.h5``; a Lite0 torch ``.pth``).
+    default source (a DenseNet201 no-top ``.h5``; a Lite torch ``.pth``).
     """
     spec = _SPECS.get(name)
     if spec is None:
