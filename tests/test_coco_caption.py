@@ -15,13 +15,19 @@ REFERENCES = {
 PARTLY_RIGHT = {"dog": "a dog runs through the grass", "bike": "a man rides a red bike", "beach": "two kids play on the sand"}
 
 
+@pytest.fixture(scope="module")
+def partly_right():
+    """Scored once for the module: each scorer call starts Java (a few seconds)."""
+    return coco_caption_scores(PARTLY_RIGHT, REFERENCES)
+
+
 def _words(text: str) -> list[str]:
     return text.lower().replace(".", "").split()
 
 
-def test_bleu_agrees_with_nltk_on_the_same_tokens():
+def test_bleu_agrees_with_nltk_on_the_same_tokens(partly_right):
     """An independent reference: NLTK's unsmoothed corpus BLEU with the closest reference length."""
-    scores = coco_caption_scores(PARTLY_RIGHT, REFERENCES)
+    scores = partly_right
     ids = sorted(REFERENCES)
     refs = [[_words(r) for r in REFERENCES[i]] for i in ids]
     hyps = [_words(PARTLY_RIGHT[i]) for i in ids]
@@ -31,24 +37,25 @@ def test_bleu_agrees_with_nltk_on_the_same_tokens():
     assert 0.2 < scores["coco_bleu_4"] < scores["coco_bleu_1"] < 1.0
 
 
-def test_every_score_rises_from_wrong_to_partly_right_to_exact():
+def test_every_score_rises_from_wrong_to_partly_right_to_exact(partly_right):
     wrong = {"dog": "a plate of food on a table", "bike": "a cat sleeps on a sofa", "beach": "a snowy mountain at night"}
     exact = {i: refs[0] for i, refs in REFERENCES.items()}
-    low, mid, high = (coco_caption_scores(h, REFERENCES) for h in (wrong, PARTLY_RIGHT, exact))
+    low, high = (coco_caption_scores(h, REFERENCES) for h in (wrong, exact))
+    mid = partly_right
     assert list(low) == list(COCO_METRICS)
     for metric in COCO_METRICS:
         assert low[metric] < mid[metric] < high[metric], metric
     assert high["coco_bleu_4"] > 0.99 and high["meteor"] > 0.9
 
 
-def test_case_and_punctuation_do_not_change_the_scores():
+def test_case_and_punctuation_do_not_change_the_scores(partly_right):
     shouted = {i: c.upper() + " !" for i, c in PARTLY_RIGHT.items()}
-    assert coco_caption_scores(shouted, REFERENCES) == pytest.approx(coco_caption_scores(PARTLY_RIGHT, REFERENCES))
+    assert coco_caption_scores(shouted, REFERENCES) == pytest.approx(partly_right)
 
 
-def test_an_empty_caption_is_scored_as_a_miss_not_dropped():
+def test_an_empty_caption_is_scored_as_a_miss_not_dropped(partly_right):
     scores = coco_caption_scores(dict(PARTLY_RIGHT, dog=""), REFERENCES)
-    full = coco_caption_scores(PARTLY_RIGHT, REFERENCES)
+    full = partly_right
     assert scores["meteor"] < full["meteor"] and scores["coco_cider_d"] < full["coco_cider_d"]
 
 
