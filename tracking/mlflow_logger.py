@@ -7,7 +7,7 @@ failed, and by the tests. What goes where (names are stable: dashboards and test
   `examples.<split>`, `images.total|skipped`, `caption_lines.total|skipped`, `skipped.<reason>`
 - metrics: `loss`, `val_loss`, `accuracy`, `val_accuracy` per epoch (step = epoch number, from 1, as the
   Trainer's log and the learning curve count),
-  `epoch_seconds` per epoch, `epochs_trained`, `best_val_loss`, `train_seconds`; `bleu_1`..`bleu_4`, `cider`, `meteor` (when computed),
+  `epoch_seconds` per epoch, `epochs_trained`, `best_val_loss`, `train_seconds`; `bleu_1`..`bleu_4`, `cider`, the coco-caption scores (`coco_*`, `meteor`) when computed,
   `eval_num_images`, `eval_seconds`
 - tags: `pipeline_name`, `pipeline_run_id`, `profile`, `data_fingerprint`, `cached_nodes`,
   `gate_decision` (blessed / not blessed), `gate_reason`, `pushed` (true / false),
@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from configs import Config
+from models.coco_caption import COCO_METRICS
 from models.contract import (
     HISTORY_FILE,
     INGESTION_REPORT_FILE,
@@ -58,7 +59,8 @@ PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 HISTORY_METRICS = ("loss", "val_loss", "accuracy", "val_accuracy", "epoch_seconds",
                    "val_bleu_1", "val_bleu_2", "val_bleu_3", "val_bleu_4")  # BLEU: train.select_by
 EVAL_METRICS = {"bleu_1": "bleu_1", "bleu_2": "bleu_2", "bleu_3": "bleu_3", "bleu_4": "bleu_4",
-                "cider": "cider", "meteor": "meteor", "num_images": "eval_num_images", "seconds": "eval_seconds"}
+                "cider": "cider", "num_images": "eval_num_images", "seconds": "eval_seconds",
+                **{name: name for name in COCO_METRICS}}  # coco-caption's: coco_bleu_1.., meteor, ...
 
 
 def sqlite_artifact_root(config: Config) -> Path | None:
