@@ -6,6 +6,7 @@ function). It only wires components; each one's work lives under components/.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Callable
 
@@ -28,6 +29,19 @@ def beam_pipeline_args(config: Config) -> list[str]:
         f"--direct_num_workers={config.beam.direct_num_workers}",
     ]
     return args + list(config.beam.extra_args)
+
+
+def card_facts(config: Config, data_fingerprint: str) -> dict[str, object]:
+    """What the pushed model's card says it is, from the config (components/caption_pusher/card.py)."""
+    return {
+        "profile": config.profile,
+        "dataset": config.data.source,
+        "data_fingerprint": data_fingerprint,
+        "backbone": config.features.backbone,
+        "decoder": config.model.architecture,
+        "decode": config.decode.default,
+        "beam_width": config.decode.beam_width,
+    }
 
 
 def create_pipeline(
@@ -125,6 +139,7 @@ def create_pipeline(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
         base_dir=push_dir or str(config.push_dir),
+        card_facts=json.dumps(card_facts(config, data_fingerprint), sort_keys=True),
     )
 
     components = [

@@ -37,6 +37,7 @@ from serving.versions import DEFAULT_LABEL, ModelVersions
 log = logging.getLogger("serving.local_server")
 
 SERVING_DIR = Path(__file__).resolve().parent
+MODEL_CARD_PATH = "/model-card.json"  # the card of the default version (the local server only)
 DRAIN_LIMIT_BYTES = 64 * 1024 * 1024  # read and drop at most this much of a refused body
 DEFAULT_HEADER_TIMEOUT = 30.0  # seconds for a request's line and headers (and for an idle keep-alive)
 DEFAULT_BODY_TIMEOUT = 60.0  # seconds for a whole request body
@@ -330,6 +331,8 @@ class Handler(BaseHTTPRequestHandler):
     def _get(self):
         self._skip_body()
         path = urlsplit(self.path).path
+        if path == MODEL_CARD_PATH:
+            return self._model_card()
         if not rest.is_api_path(path):
             return self._static(path)
         route = rest.parse_route(path)
@@ -343,6 +346,14 @@ class Handler(BaseHTTPRequestHandler):
             servable = versions.servable(route.version, route.label)
             return 200, servable.metadata(versions.name), {"X-Model-Version": str(servable.version)}
         return 200, versions.status(route.version, route.label), {}
+
+    def _model_card(self):
+        """The card of the version served by default (not part of TF Serving's API: 404 there)."""
+        servable = self.server.versions.servable(None, None)
+        card = servable.model_card()
+        if card is None:
+            raise RestError(404, f"version {servable.version} has no model card (it was not pushed by the pipeline)")
+        return 200, {"version": servable.version, **card}, {"X-Model-Version": str(servable.version)}
 
     def _static(self, path: str):
         root = self.server.static_dir

@@ -8,6 +8,7 @@ object serves concurrent requests; unloading a version just drops the registry's
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -71,6 +72,15 @@ class Servable:
             except RestError:
                 pass  # a signature this server cannot feed; requests for it will say why
         log.info("version %d: warmed up %d signature(s) in %.1f s", self.version, len(self.signatures), time.perf_counter() - started)
+
+    def model_card(self) -> dict | None:
+        """The card the pusher stored with this version (assets.extra/), or None (not pushed by the pipeline)."""
+        record = self.path / "assets.extra" / "captioner_push.json"
+        try:
+            card = json.loads(record.read_text()).get("card")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return card if isinstance(card, dict) else None
 
     def metadata(self, model_name: str) -> dict:
         """TF Serving's GetModelMetadataResponse as JSON."""

@@ -180,10 +180,17 @@ def run_executor(tmp_path: Path, blessed: int, blessed_model_id: int = 1):
     blessing.set_int_custom_property("blessed", blessed)
     blessing.set_int_custom_property("current_model_id", blessed_model_id)
     blessing.set_string_custom_property("reason", "not blessed: bleu_4 0.10 < min_bleu_4 0.50 (short by 0.40)")
+    blessing.set_float_custom_property("bleu_4", 0.2125)  # as BleuEvaluator leaves the scores
+    blessing.set_float_custom_property("cider", 0.5531)
     pushed = standard_artifacts.PushedModel()
     pushed.uri = str(tmp_path / "pushed")
     base = tmp_path / "serving"
-    Executor().Do({"model": [model], "model_blessing": [blessing]}, {"pushed_model": [pushed]}, {"base_dir": str(base)})
+    facts = {"profile": "flickr8k_lite0", "dataset": "flickr8k", "backbone": "efficientnet_lite0", "decoder": "attention"}
+    Executor().Do(
+        {"model": [model], "model_blessing": [blessing]},
+        {"pushed_model": [pushed]},
+        {"base_dir": str(base), "card_facts": json.dumps(facts)},
+    )
     return pushed, base
 
 
@@ -194,6 +201,14 @@ def test_executor_pushes_a_blessed_model_and_records_version_and_destination(tmp
     assert pushed.get_string_custom_property("pushed_destination") == str(base / "1")
     assert json.loads((Path(pushed.uri) / "push.json").read_text())["version"] == 1
     assert push.versions(base) == [1]
+
+
+def test_the_pushed_version_carries_its_model_card_where_tf_serving_ignores_it(tmp_path):
+    _, base = run_executor(tmp_path, blessed=1)
+    card = json.loads((base / "1" / "assets.extra" / "captioner_push.json").read_text())["card"]
+    assert card["summary"] == "EfficientNet-Lite0 + attention LSTM, trained on Flickr8k, BLEU-4 0.212, CIDEr-D 0.553 (dev split)"
+    assert card["scores"] == {"bleu_4": 0.2125, "cider": 0.5531} and card["model_id"] == 1
+    assert card["profile"] == "flickr8k_lite0" and "warning" not in card  # real data: no synthetic banner
 
 
 def test_executor_does_not_push_an_unblessed_model(tmp_path):

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
+from components.caption_pusher.card import model_card
 from tests.serving_models import REPO, local_server_process, push_version, tiny_model
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -54,7 +55,14 @@ NOT_AN_IMAGE = b"this is text, not a JPEG\n"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> str:
     base = tmp_path_factory.mktemp("web_models") / "captioner"
-    push_version(tiny_model(tmp_path_factory.getbasetemp()), base, VERSION)
+    version_dir = push_version(tiny_model(tmp_path_factory.getbasetemp()), base, VERSION)
+    # The card CaptionPusher stores with a version, as a smoke (synthetic) run writes it.
+    card = model_card(
+        {"profile": "smoke", "dataset": "synthetic", "backbone": "efficientnet_lite0", "decoder": "attention"},
+        {"bleu_4": 0.9064, "cider": 3.5, "bleu_1": None}, model_id=11,
+    )
+    (version_dir / "assets.extra").mkdir(exist_ok=True)
+    (version_dir / "assets.extra" / "captioner_push.json").write_text(json.dumps({"card": card}))
     log = tmp_path_factory.getbasetemp() / "web_server.log"
     with local_server_process(base, log, "--static-dir", str(REPO / "serving" / "web")) as url:
         yield url
@@ -145,6 +153,21 @@ def drop_files(page, files: list[tuple[str, bytes]]) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
+
+
+def test_the_page_says_what_the_model_is_and_warns_about_synthetic_training(server, page):
+    with urllib.request.urlopen(f"{server}/model-card.json", timeout=30) as response:
+        card = json.loads(response.read())
+    assert card["version"] == VERSION and card["model_id"] == 11 and "bleu_1" not in card["scores"]
+    page.goto(f"{server}/")
+    line = page.locator("#model-card")
+    line.wait_for(state="visible")
+    assert line.inner_text() == (
+        f"Version {VERSION}: EfficientNet-Lite0 + attention LSTM, trained on synthetic coloured shapes, "
+        "BLEU-4 0.906, CIDEr-D 3.500 (dev split)."
+    )
+    warning = page.locator("#model-warning")
+    assert warning.is_visible() and "only knows coloured shapes" in warning.inner_text()
 
 
 def test_caption_and_version_match_the_rest_api(server, page, tmp_path):

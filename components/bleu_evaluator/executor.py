@@ -94,6 +94,10 @@ class Executor(base_executor.BaseExecutor):
         }
         _write_evaluation(evaluation_artifact, metrics, result.predictions)
         _mark_blessing(blessing, model, baseline, decision)
+        # The candidate's scores travel with the blessing: the pusher puts them on the model card.
+        for name in (*BLEU_METRICS, CIDER_METRIC, *COCO_METRICS):
+            if metrics.get(name) is not None:
+                blessing.set_float_custom_property(name, float(metrics[name]))
 
 
 def _score(

@@ -20,6 +20,8 @@ class CaptionPusherSpec(ComponentSpec):
     PARAMETERS = {
         # TF Serving's model base path: versions go to <base_dir>/<version>/.
         "base_dir": ExecutionParameter(type=str),
+        # JSON: the config's facts for the model card (profile, dataset, backbone, decoder, ...).
+        "card_facts": ExecutionParameter(type=str),
     }
     INPUTS = {
         "model": ChannelParameter(type=standard_artifacts.Model),
@@ -36,12 +38,15 @@ class CaptionPusher(base_component.BaseComponent):
     SPEC_CLASS = CaptionPusherSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
-    def __init__(self, model: types.BaseChannel, model_blessing: types.BaseChannel, base_dir: str):
+    def __init__(
+        self, model: types.BaseChannel, model_blessing: types.BaseChannel, base_dir: str, card_facts: str
+    ):
         super().__init__(
             spec=CaptionPusherSpec(
                 model=model,
                 model_blessing=model_blessing,
                 base_dir=str(base_dir),
+                card_facts=str(card_facts),
                 pushed_model=types.Channel(type=standard_artifacts.PushedModel),
             )
         )

@@ -23,6 +23,7 @@ from tfx.components.pusher import executor as tfx_pusher
 from tfx.types import artifact_utils
 
 from components.caption_pusher import push
+from components.caption_pusher.card import model_card
 from models.contract import PUSH_FILE
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,12 @@ class Executor(tfx_pusher.Executor):
         result = push.push_model(
             self.GetModelPath(input_dict),
             base_dir,
-            source={"model_id": model.id, "model_uri": model.uri, "blessing_uri": blessing.uri},
+            source={
+                "model_id": model.id,
+                "model_uri": model.uri,
+                "blessing_uri": blessing.uri,
+                "card": model_card(json.loads(exec_properties.get("card_facts") or "{}"), _scores(blessing), model.id),
+            },
         )
         reason = (
             f"pushed as version {result.version}"
@@ -86,6 +92,12 @@ class Executor(tfx_pusher.Executor):
         if blessed_id != model.id:
             return f"the blessing is for model id {blessed_id}, not for this model (id {model.id})"
         return None
+
+
+def _scores(blessing: types.Artifact) -> dict[str, float | None]:
+    """The eval scores BleuEvaluator put on the blessing (None where it had none)."""
+    names = ("bleu_1", "bleu_4", "cider", "meteor", "coco_bleu_4", "coco_cider_d")
+    return {n: blessing.get_float_custom_property(n) if blessing.has_custom_property(n) else None for n in names}
 
 
 def _write_record(pushed: types.Artifact, record: dict[str, Any]) -> None:

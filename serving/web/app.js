@@ -157,6 +157,23 @@
     return `${error.message} (HTTP ${error.status})`;
   }
 
+  /** The served model's card (the local server's /model-card.json): what it is, and a banner
+   *  for a model trained on synthetic shapes. TF Serving has no such path: then nothing shows. */
+  async function showModelCard() {
+    let card;
+    try {
+      card = (await call("/model-card.json")).data;
+    } catch (error) {
+      return;
+    }
+    const line = $("#model-card");
+    line.textContent = `Version ${card.version}: ${card.summary}.`;
+    line.hidden = false;
+    const warning = $("#model-warning");
+    warning.textContent = card.warning || "";
+    warning.hidden = !card.warning;
+  }
+
   async function refreshServerStatus() {
     try {
       const { version, states } = await servedVersion();
@@ -392,5 +409,6 @@
     serverStatus.classList.add("is-error");
   } else {
     refreshServerStatus();
+    showModelCard();
   }
 })();
