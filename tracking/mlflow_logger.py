@@ -139,9 +139,10 @@ def log_pipeline_run(
 def using_tracking_uri(uri: str) -> Iterator[None]:
     """Point MLflow's fluent API at `uri` for the block, then restore what was set before."""
     import mlflow
-    from mlflow.tracking._tracking_service import utils
 
-    previous = getattr(utils, "_tracking_uri", None)
+    # Public API only: None means "nothing set", and set_tracking_uri(None) restores exactly that
+    # (it also unsets MLFLOW_TRACKING_URI, which set_tracking_uri(uri) exported for subprocesses).
+    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
     previous_bar = os.environ.get(PROGRESS_BAR_ENV)
     mlflow.set_tracking_uri(uri)
     os.environ[PROGRESS_BAR_ENV] = "false"  # no tqdm bars in the pipeline's log
@@ -152,10 +153,7 @@ def using_tracking_uri(uri: str) -> Iterator[None]:
             os.environ.pop(PROGRESS_BAR_ENV, None)
         else:
             os.environ[PROGRESS_BAR_ENV] = previous_bar
-        if previous is None and hasattr(utils, "_tracking_uri"):
-            utils._tracking_uri = None
-        else:
-            mlflow.set_tracking_uri(previous)
+        mlflow.set_tracking_uri(previous)
 
 
 def _experiment_id(config: Config) -> str:
