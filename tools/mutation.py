@@ -8,7 +8,8 @@ module's fast tests there with `pytest -x`. A mutant is killed when the tests fa
 out; a survivor is a behaviour no test pins. It prints each survivor as file:line and the
 mutation, and the score per module and overall.
 
-Not part of `make test`: it runs the tests once per mutant, which takes minutes.
+Not part of `make test`: it runs the tests once per mutant, which takes minutes. Ctrl-C
+stops it at once: no queued mutant starts, running tests are killed, exit code 130.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -184,19 +186,46 @@ def copy_project(destination: Path) -> None:
             shutil.copy2(src, destination / name)
 
 
+# Ctrl-C: no new mutant starts, and the pytest process groups still running are killed.
+_STOP = threading.Event()
+_RUNNING: set[subprocess.Popen] = set()
+_RUNNING_LOCK = threading.Lock()
+
+
+def _kill_running() -> None:
+    with _RUNNING_LOCK:
+        for process in list(_RUNNING):
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 def run_tests(workdir: Path, tests: list[str], timeout: float) -> str:
     """'passed', 'failed' or 'timeout' for pytest over `tests` in `workdir`."""
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     command = [str(ROOT / ".venv/bin/python"), "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
-    process = subprocess.Popen(
-        command, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
+    with _RUNNING_LOCK:
+        if _STOP.is_set():
+            return "cancelled"
+        # Its own session, so Ctrl-C reaches only this script, which then kills the group.
+        process = subprocess.Popen(
+            command, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        _RUNNING.add(process)
     try:
         return "passed" if process.wait(timeout=timeout) == 0 else "failed"
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)  # the whole group: pytest and what it started
         process.wait()
         return "timeout"
+    except KeyboardInterrupt:  # Ctrl-C while this thread waits (the baseline run)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise
+    finally:
+        with _RUNNING_LOCK:
+            _RUNNING.discard(process)
 
 
 @dataclasses.dataclass
@@ -242,7 +271,8 @@ def mutation_test(module: str, tests: list[str], jobs: int, lines: set[int] | No
                 target.write_text(source)
                 free.append(workdir)
 
-        with ThreadPoolExecutor(jobs) as pool:
+        pool = ThreadPoolExecutor(jobs)
+        try:
             for mutant, outcome in pool.map(run, mutants):
                 if outcome == "failed":
                     result.killed += 1
@@ -251,6 +281,15 @@ def mutation_test(module: str, tests: list[str], jobs: int, lines: set[int] | No
                 else:
                     result.survivors.append(mutant)
                     print(f"  survived {module}:{mutant.line}: {mutant.description}", flush=True)
+        except KeyboardInterrupt:
+            # Ctrl-C: start no queued mutant, stop the running ones, leave no copy behind.
+            _STOP.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            _kill_running()
+            pool.shutdown(wait=True)
+            print("\ninterrupted: no more mutants started, the running tests were stopped", flush=True)
+            raise SystemExit(130) from None
+        pool.shutdown()
     return result
 
 
