@@ -42,6 +42,7 @@ DRAIN_LIMIT_BYTES = 64 * 1024 * 1024  # read and drop at most this much of a ref
 DEFAULT_HEADER_TIMEOUT = 30.0  # seconds for a request's line and headers (and for an idle keep-alive)
 DEFAULT_BODY_TIMEOUT = 60.0  # seconds for a whole request body
 DEFAULT_MAX_CONNECTIONS = 64
+DEFAULT_MAX_EXECUTION_BATCH_SIZE = 32
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,18}")  # ASCII digits only: "²".isdigit() is True
 # What a browser's preflight learns when --enable-cors-support is on.
 CORS_HEADERS = {
@@ -67,6 +68,7 @@ class CaptionServer(ThreadingHTTPServer):
         versions: ModelVersions,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         max_batch_size: int = 256,
+        max_execution_batch_size: int | None = DEFAULT_MAX_EXECUTION_BATCH_SIZE,
         static_dir: Path | None = None,
         header_timeout: float = DEFAULT_HEADER_TIMEOUT,
         body_timeout: float = DEFAULT_BODY_TIMEOUT,
@@ -77,6 +79,7 @@ class CaptionServer(ThreadingHTTPServer):
         self.versions = versions
         self.max_body_bytes = max_body_bytes
         self.max_batch_size = max_batch_size
+        self.max_execution_batch_size = max_execution_batch_size
         self.static_dir = Path(static_dir).resolve() if static_dir else None
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
@@ -395,7 +398,7 @@ class Handler(BaseHTTPRequestHandler):
         batch = max(len(values) for values in request.inputs.values())
         if batch > self.server.max_batch_size:
             raise RestError(400, f"Batch of {batch} instances is over the limit of {self.server.max_batch_size}; split it")
-        outputs = servable.predict(request.signature_name, request.inputs)
+        outputs = servable.predict(request.signature_name, request.inputs, self.server.max_execution_batch_size)
         return 200, rest.format_predict_response(outputs, request.format), {"X-Model-Version": str(servable.version)}
 
     def _check_model(self, model: str, status_request: bool = False) -> None:
@@ -467,6 +470,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-body-mb", type=megabytes, default=DEFAULT_MAX_BODY_BYTES / 2**20,
                         help="refuse request bodies over this size with 413 (default 10)")
     parser.add_argument("--max-batch-size", type=count, default=256, help="refuse larger batches with 400 (default 256)")
+    parser.add_argument("--max-execution-batch-size", type=count, default=DEFAULT_MAX_EXECUTION_BATCH_SIZE,
+                        help=f"run larger batches as graph calls of at most this many images, so a big batch "
+                             f"costs the memory of one call (default {DEFAULT_MAX_EXECUTION_BATCH_SIZE}; TF Serving's "
+                             f"max_execution_batch_size with enable_large_batch_splitting)")
     parser.add_argument("--header-timeout", type=seconds, default=DEFAULT_HEADER_TIMEOUT,
                         help=f"seconds for a request's line and headers, and for an idle keep-alive connection "
                              f"(default {DEFAULT_HEADER_TIMEOUT:g}); slower clients are cut off")
@@ -505,7 +512,8 @@ def make_server(args: argparse.Namespace) -> CaptionServer:
     static_dir = args.static_dir if args.static_dir and args.static_dir.is_dir() else None
     server = CaptionServer(
         (args.host, args.port), versions,
-        max_body_bytes=int(args.max_body_mb * 2**20), max_batch_size=args.max_batch_size, static_dir=static_dir,
+        max_body_bytes=int(args.max_body_mb * 2**20), max_batch_size=args.max_batch_size,
+        max_execution_batch_size=args.max_execution_batch_size, static_dir=static_dir,
         header_timeout=args.header_timeout, body_timeout=args.body_timeout,
         max_connections=args.max_connections, cors=args.enable_cors_support,
     )

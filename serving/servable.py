@@ -52,15 +52,29 @@ class Servable:
             raise RestError(400, f"inputs {not_strings} are not DT_STRING: the local server only feeds string inputs")
         return sorted(specs)
 
-    def predict(self, signature_name: str, inputs: dict[str, list[bytes]]) -> dict[str, np.ndarray]:
-        """Runs a signature on a batch; the model's InvalidArgumentError (bad image bytes) is a 400."""
+    def predict(
+        self, signature_name: str, inputs: dict[str, list[bytes]], max_execution_batch_size: int | None = None
+    ) -> dict[str, np.ndarray]:
+        """Runs a signature on a batch; the model's InvalidArgumentError (bad image bytes) is a 400.
+
+        With max_execution_batch_size, a larger batch runs as several graph calls of at most
+        that many instances and the outputs are joined (TF Serving's large-batch splitting):
+        the activations of one call, not of the whole request, set the memory a request costs.
+        """
         fn = self.signatures[signature_name]
-        feeds = {name: tf.constant(values, dtype=tf.string) for name, values in inputs.items()}
-        try:
-            outputs = fn(**feeds)
-        except tf.errors.InvalidArgumentError as error:
-            raise RestError(400, clean_tf_error(error.message)) from None
-        return {name: tensor.numpy() for name, tensor in outputs.items()}
+        batch = max(len(values) for values in inputs.values())
+        step = max_execution_batch_size or batch
+        parts = []
+        for start in range(0, batch, step):
+            feeds = {name: tf.constant(values[start : start + step], dtype=tf.string) for name, values in inputs.items()}
+            try:
+                outputs = fn(**feeds)
+            except tf.errors.InvalidArgumentError as error:
+                raise RestError(400, clean_tf_error(error.message)) from None
+            parts.append({name: tensor.numpy() for name, tensor in outputs.items()})
+        if len(parts) == 1:
+            return parts[0]
+        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
     def warm_up(self) -> None:
         """Calls every signature once on a tiny image, so the first request is not the slow one."""

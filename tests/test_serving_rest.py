@@ -124,6 +124,26 @@ def test_version_and_label_urls(server, path):
     assert headers["X-Model-Version"] == "1"
 
 
+def test_a_batch_split_into_small_graph_calls_answers_as_one_call(server, tmp_path_factory):
+    """--max-execution-batch-size 2 runs 5 images as 3 graph calls; the answer is the one-call
+    answer in the same order, and a bad image in the last call still fails the whole request."""
+    images = [b64(solid_rgb(30 + 7 * i, 40, rgb=(40 * i, 200 - 30 * i, 90))) for i in range(5)]
+    body = {"signature_name": "beam_search", "instances": images}
+    status, whole, _ = predict(server, body)
+    assert status == 200, whole
+    base = tmp_path_factory.mktemp("split_models") / "captioner"
+    push_version(tiny_model(tmp_path_factory.getbasetemp()), base, 1)
+    with local_server(base, "--max-execution-batch-size", "2") as url:
+        status, split, _ = predict(url, body)
+        assert status == 200, split
+        assert [p["alternatives"] for p in split["predictions"]] == [p["alternatives"] for p in whole["predictions"]]
+        for ours, theirs in zip(split["predictions"], whole["predictions"]):
+            assert ours["scores"] == pytest.approx(theirs["scores"], abs=1e-4)
+        status, error, _ = predict(url, {"instances": images[:4] + [{"b64": base64.b64encode(b"not an image").decode()}]})
+        assert status == 400 and "error" in error
+        assert_still_serving(url)
+
+
 def test_concurrent_requests_all_succeed(server):
     statuses = []
 
