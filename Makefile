@@ -31,11 +31,11 @@ $(STAMP): requirements.lock pyproject.toml
 
 pipeline: $(STAMP)  ## train PROFILE (default flickr8k_lite0) on Flickr8k from CAPTIONER_DATA_DIR, else downloaded
 	tools/ensure-java.sh
-	$(VPY) -m pipelines.local_runner --profile $(PROFILE)
+	$(VPY) -m pipelines.local_runner --profile $(PROFILE) $(if $(VERBOSE),--verbose)
 
 demo: $(STAMP)  ## the whole pipeline on synthetic shapes (profile smoke): a first look in minutes, no data needed
 	tools/ensure-java.sh
-	$(VPY) -m pipelines.local_runner --profile smoke
+	$(VPY) -m pipelines.local_runner --profile smoke $(if $(VERBOSE),--verbose)
 
 compile-kfp: $(STAMP)  ## compile PROFILE for Kubeflow Pipelines v2 / Vertex: outputs/<profile>/kfp/pipeline.json (KFP_IMAGE=...)
 	$(VPY) -m pipelines.kubeflow_runner --profile $(PROFILE) --image $(KFP_IMAGE) --data-fingerprint $(DATA_FINGERPRINT)

@@ -22,6 +22,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from configs.config import TrainerSections
+from configs.console import Progress
 from models.attention import AttentionCaptioner
 from models.backbones import get_backbone
 from models.contract import (
@@ -173,9 +174,8 @@ def train(
         epoch_bleu = EpochBleu(eval_rows.images, references, vocabulary, cfg.text.max_length)
     epoch_log = _EpochLog()
     started = time.monotonic()
-    history = model.fit(
-        train_ds, validation_data=eval_ds, callbacks=[*fit_callbacks(cfg, epoch_bleu), epoch_log], verbose=0, **fit_args
-    )
+    callbacks = [*fit_callbacks(cfg, epoch_bleu), epoch_log, _BatchProgress()]
+    history = model.fit(train_ds, validation_data=eval_ds, callbacks=callbacks, verbose=0, **fit_args)
     log.info("trained %d epochs in %.1f s", len(history.history["loss"]), time.monotonic() - started)
     return model, vocabulary, {
         **{k: [float(v) for v in vals] for k, vals in history.history.items()},
@@ -236,6 +236,21 @@ def run_fn(fn_args: Any) -> None:
         max_image_pixels=cfg.serving.max_image_pixels,
     )
     log.info("exported the serving model to %s in %.1f s", fn_args.serving_model_dir, time.monotonic() - started)
+
+
+class _BatchProgress(keras.callbacks.Callback):
+    """The batches of the running epoch: a bar with rate and ETA on a terminal, a line every
+    30 s elsewhere (configs/console.py)."""
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        epochs = self.params.get("epochs")
+        self._progress = Progress(f"epoch {epoch + 1}/{epochs}", self.params.get("steps"), "batches", log)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self._progress.update(1)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self._progress.close()
 
 
 class _EpochLog(keras.callbacks.Callback):

@@ -14,11 +14,13 @@ import logging
 import shlex
 import sys
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
 from configs import Config
 from configs.cli import add_config_arguments, config_from_args, quiet_third_party_noise
+from configs.console import StepLines, quiet_native_logs, setup_console
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,13 @@ class RunPaths:
     # MLflow run that records it.
     pipeline_run_id: str | None = None
     mlflow_run_id: str | None = None
+    steps: tuple[tuple[str, float], ...] = ()  # (node id, seconds) of each step that ran
+
+
+def log_file_path(config: Config, when: float) -> Path:
+    """The run's full log: <output root>/logs/<pipeline>-<local time>.log."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(when))
+    return config.output_root / "logs" / f"{config.pipeline.name}-{stamp}.log"
 
 
 def run_paths(config: Config) -> RunPaths:
@@ -77,13 +86,18 @@ def run(config: Config) -> RunPaths:
             pipeline_root=paths.pipeline_root,
             metadata_path=paths.metadata_path,
         )
-        tfx.orchestration.LocalDagRunner().run(pipeline)
+        step_lines = StepLines(len(pipeline.components), logging.getLogger("pipelines.steps"))
+        logging.getLogger().addHandler(step_lines)
+        try:
+            tfx.orchestration.LocalDagRunner().run(pipeline)
+        finally:
+            logging.getLogger().removeHandler(step_lines)
     except Exception as e:
         track_pipeline_run(config, paths.metadata_path, started_at, data_hash, error=e)
         raise
     log.info("pipeline %s finished in %.1f s", config.pipeline.name, time.monotonic() - started)
     run_id, mlflow_run_id = track_pipeline_run(config, paths.metadata_path, started_at, data_hash)
-    return dataclasses.replace(paths, pipeline_run_id=run_id, mlflow_run_id=mlflow_run_id)
+    return dataclasses.replace(paths, pipeline_run_id=run_id, mlflow_run_id=mlflow_run_id, steps=tuple(step_lines.steps))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,28 +106,51 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the captioner TFX pipeline locally (LocalDagRunner, sqlite ML Metadata).",
     )
     add_config_arguments(parser)
+    parser.add_argument("--verbose", action="store_true",
+                        help="show every library's log lines too (TFX, absl, Beam, TensorFlow); the log file has them anyway")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_native_logs(args.verbose)
     quiet_third_party_noise()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = config_from_args(args)
+    log_file = log_file_path(config, time.time())
+    setup_console(log_file, verbose=args.verbose)
+    log = logging.getLogger("pipelines.local_runner")
+    log.info("pipeline %s (profile %s); the full log goes to %s", config.pipeline.name, args.profile, log_file)
+    started = time.monotonic()
     try:
         paths = run(config)
-    except Exception as e:  # noqa: BLE001 - one clear line for the user, details above in the log
+    except Exception as e:  # noqa: BLE001 - one clear line for the user, details in the log file
+        with open(log_file, "a", encoding="utf-8") as f:  # the traceback: in the file, not on screen
+            f.write(traceback.format_exc())
         print(f"error: pipeline {config.pipeline.name} failed: {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"the full log: {log_file}", file=sys.stderr)
         return 1
-    print(f"pipeline {config.pipeline.name} succeeded; artifacts under {paths.pipeline_root}")
     if config.mlflow.tracking_uri:
-        print(f"MLflow run {paths.mlflow_run_id} on {config.mlflow.tracking_uri}")
+        ui = f"open {config.mlflow.tracking_uri}"
+    elif args.overrides:
+        ui = shlex.join([".venv/bin/python", "-m", "tracking.ui", "--profile", args.profile, *(f"--set={o}" for o in args.overrides)])
     else:
-        ui = f"make mlflow-ui PROFILE={shlex.quote(args.profile)}" if not args.overrides else shlex.join(
-            [".venv/bin/python", "-m", "tracking.ui", "--profile", args.profile, *(f"--set={o}" for o in args.overrides)]
-        )
-        print(f"MLflow run {paths.mlflow_run_id} in {config.mlflow_tracking_uri}; UI: {ui}")
+        ui = f"make mlflow-ui PROFILE={shlex.quote(args.profile)}"
+    print(summary(config, paths, ui, log_file, time.monotonic() - started))
     return 0
+
+
+def summary(config: Config, paths: RunPaths, mlflow_ui: str, log_file: Path, seconds: float) -> str:
+    """The end of a successful run, for people: what it scored, decided and pushed, and what next."""
+    from tracking.run_record import read_run_record
+    from tracking.run_summary import summary_lines
+
+    record = read_run_record(paths.metadata_path, config.pipeline.name, paths.pipeline_run_id)
+    repo_root = Path(__file__).resolve().parent.parent
+    lines = [f"pipeline {config.pipeline.name} succeeded in {seconds:.0f} s ({len(paths.steps)} steps); artifacts under {paths.pipeline_root}"]
+    lines += summary_lines(record, config.push_dir, mlflow_ui, repo_root)
+    where = config.mlflow.tracking_uri or config.mlflow_tracking_uri
+    lines.append(f"MLflow run {paths.mlflow_run_id} in {where}; full log: {log_file}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ class SmokeRun:
     metadata_path: Path
     pipeline_run_id: str | None = None  # the TFX run id (pipeline_run context in ML Metadata)
     mlflow_run_id: str | None = None  # the MLflow run recording it, on `mlflow_server`
+    console: str | None = None  # what the run printed, when it ran as `python -m pipelines.local_runner`
 
 
 @pytest.fixture(scope="session")
@@ -74,9 +75,34 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory, mlflow_server) -> SmokeR
 def attention_run(tmp_path_factory: pytest.TempPathFactory) -> SmokeRun:
     """The smoke pipeline with the attention decoder (profile smoke_attention), once a session.
 
-    Recorded in its own sqlite MLflow store under the run's root.
+    Run as a user runs it, `python -m pipelines.local_runner` in its own process with output
+    to a pipe, so its console can be checked (`console`). Recorded in its own sqlite MLflow
+    store under the run's root.
     """
-    return _run_pipeline(smoke_config(tmp_path_factory.mktemp("attention_run"), profile="smoke_attention"))
+    return _run_pipeline_command(tmp_path_factory.mktemp("attention_run"), "smoke_attention")
+
+
+def _run_pipeline_command(output_root: Path, profile: str) -> SmokeRun:
+    import re
+    import subprocess
+    import sys
+
+    from tracking.run_record import find_run_id
+
+    config = smoke_config(output_root, profile=profile)
+    overrides = [f"--set=pipeline.output_root={config.output_root}", f"--set=data.data_dir={config.data_dir}",
+                 f"--set=push.base_dir={config.push_dir}"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAPTIONER_")}  # env beats --set
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.local_runner", "--profile", profile, *overrides],
+        cwd=Path(__file__).resolve().parent.parent, env=env, capture_output=True, text=True, timeout=1200,
+    )
+    console = result.stderr + result.stdout
+    assert result.returncode == 0, console
+    root = config.output_root
+    mlflow_run = re.search(r"^MLflow run ([0-9a-f]{32}) in ", result.stdout, re.M)
+    return SmokeRun(config, root / "tfx", root / "metadata.db", find_run_id(root / "metadata.db", config.pipeline.name),
+                    mlflow_run.group(1) if mlflow_run else None, console)
 
 
 def _run_pipeline(config: Config) -> SmokeRun:

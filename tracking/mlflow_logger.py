@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib.metadata
+import io
 import json
 import logging
 import os
@@ -474,7 +475,8 @@ class _RunLogger:
             tags = {**pushed, "pipeline_run_id": r.run_id or ""}
             if evaluation and evaluation.get("bleu_4") is not None:
                 tags["bleu_4"] = str(evaluation["bleu_4"])
-            version = mlflow.register_model(model_info.model_uri, name, tags=tags)
+            with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints what the next line logs
+                version = mlflow.register_model(model_info.model_uri, name, tags=tags)
         client.set_registered_model_alias(name, PRODUCTION_ALIAS, version.version)
         mlflow.set_tag("registered_model_version", f"{name}/{version.version}")
         log.info("MLflow: %s@%s -> version %s", name, PRODUCTION_ALIAS, version.version)

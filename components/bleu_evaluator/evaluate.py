@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import tensorflow as tf
 
+from configs.console import Progress, bars_enabled
 from models.contract import BLEU_METRICS, CAPTIONS_KEY, CIDER_METRIC, IMAGE_ENCODED_KEY, IMAGE_ID_KEY
 from models.coco_caption import coco_caption_scores
 from models.metrics import corpus_bleu_scores, corpus_cider
@@ -121,14 +122,15 @@ def evaluate(
     """Captions for every image, then BLEU-1..4, CIDEr-D and, with `coco_caption`, the
     coco-caption scores (else METEOR is None, with the reason).
 
-    Progress (images done / total, images/s) goes to the log at every 10% of the split and
-    at least every `progress_every_seconds`.
+    Progress: a bar on a terminal; elsewhere (images done / total, images/s) a log line at
+    every 10% of the split and at least every `progress_every_seconds`.
     """
     hypotheses: dict[str, str] = {}
     references: dict[str, list[str]] = {}
     predictions: list[dict[str, Any]] = []
     started = last_log = time.monotonic()
     next_mark = 0.1
+    bar = Progress(f"{name}: captioning", total, "images", log) if bars_enabled() else None
     for batch in batches:
         captions = captioner(batch.images)
         if len(captions) != len(batch.image_ids):
@@ -140,7 +142,9 @@ def evaluate(
             references[image_id] = refs
             predictions.append({"image_id": image_id, "caption": caption, "references": refs})
         done, now = len(predictions), time.monotonic()
-        if total and (done / total >= next_mark or now - last_log >= progress_every_seconds):
+        if bar is not None:
+            bar.update(len(batch.image_ids))
+        elif total and (done / total >= next_mark or now - last_log >= progress_every_seconds):
             log.info(
                 "%s: captioned %d/%d images (%.0f%%), %.1f images/s",
                 name, done, total, 100.0 * done / total, done / max(now - started, 1e-9),
@@ -148,6 +152,8 @@ def evaluate(
             last_log = now
             while next_mark <= done / total:
                 next_mark += 0.1
+    if bar is not None:
+        bar.close()
     seconds = time.monotonic() - started
     if not predictions:
         raise ValueError(f"{name}: the eval split has no examples")

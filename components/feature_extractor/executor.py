@@ -61,6 +61,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                     batch_size=int(exec_properties["batch_size"]),
                     store_grid=store_grid,
                     split=split,
+                    total=_split_count(examples, split),
                 )
         metrics = extract.split_metrics(pipeline.result)
         extract.log_summary(metrics, time.monotonic() - started)
@@ -73,6 +74,12 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             features.set_string_custom_property("grid_shape", ",".join(map(str, backbone.grid_shape)))
         for split in splits:
             features.set_int_custom_property(f"num_examples_{split}", metrics.get(split, {}).get("images", 0))
+
+
+def _split_count(examples: types.Artifact, split: str) -> int | None:
+    """The split's example count as Flickr8kExampleGen recorded it (None from other example gens)."""
+    key = f"num_examples_{split}"
+    return examples.get_int_custom_property(key) if examples.has_custom_property(key) else None
 
 
 def _as_bool(value: Any) -> bool:

@@ -20,6 +20,7 @@ import tensorflow as tf
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.metrics.metric import MetricsFilter
 
+from configs.console import Progress
 from components.feature_extractor.examples import as_example, image_id_of, output_example, parse_example, single_bytes
 from components.feature_extractor.feature_model import BackboneArgs, load_feature_model
 from models.contract import IMAGE_ENCODED_KEY
@@ -37,16 +38,21 @@ FEATURE_VERSION = 1
 class ExtractFeatures(beam.DoFn):
     """A batch of raw examples -> serialized feature examples, one backbone call a batch."""
 
-    def __init__(self, backbone_args: BackboneArgs, store_grid: bool, split: str = "all"):
+    def __init__(self, backbone_args: BackboneArgs, store_grid: bool, split: str = "all", total: int | None = None):
         self._args = backbone_args
         self._store_grid = store_grid
         self._split = split
+        self._total = total  # the split's image count, for the progress bar's ETA (None: unknown)
         self._images = beam.metrics.Metrics.counter(NAMESPACE, f"{split}/images")
         self._batches = beam.metrics.Metrics.counter(NAMESPACE, f"{split}/batches")
         self._model_ms = beam.metrics.Metrics.counter(NAMESPACE, f"{split}/model_ms")
 
     def setup(self) -> None:
         self._model = load_feature_model(self._args)
+        self._progress = Progress(f"features [{self._split}]", self._total, "images", log)
+
+    def teardown(self) -> None:
+        self._progress.close()
 
     def start_bundle(self) -> None:
         self._bundle_started = time.perf_counter()
@@ -66,6 +72,7 @@ class ExtractFeatures(beam.DoFn):
         seconds = time.perf_counter() - started
         self._bundle_model_s += seconds
         self._bundle_images += len(examples)
+        self._progress.update(len(examples))
         self._images.inc(len(examples))
         self._batches.inc()
         self._model_ms.inc(int(seconds * 1000))
@@ -108,11 +115,13 @@ def extract_split(
     batch_size: int,
     store_grid: bool,
     split: str | None = None,
+    total: int | None = None,
 ) -> beam.PCollection:
     """Read gzipped raw tf.Examples, write gzipped feature tf.Examples to `output_prefix*.gz`.
 
     `split` names the Beam steps and the metrics (default: the output directory's name), so
-    several splits can share one pipeline.
+    several splits can share one pipeline. `total` (the split's image count) gives the
+    progress bar its ETA.
     """
     split = split or os.path.basename(os.path.dirname(output_prefix)).removeprefix("Split-")
     return (
@@ -120,7 +129,7 @@ def extract_split(
         | f"Read[{split}]" >> beam.io.ReadFromTFRecord(input_pattern, compression_type=CompressionTypes.GZIP)
         | f"Parse[{split}]" >> beam.Map(parse_example)
         | f"Batch[{split}]" >> beam.BatchElements(min_batch_size=batch_size, max_batch_size=batch_size)
-        | f"Extract[{split}]" >> beam.ParDo(ExtractFeatures(backbone_args, store_grid, split))
+        | f"Extract[{split}]" >> beam.ParDo(ExtractFeatures(backbone_args, store_grid, split, total))
         | f"Write[{split}]" >> beam.io.WriteToTFRecord(output_prefix, file_name_suffix=".gz")
     )
 
@@ -137,19 +146,11 @@ def split_metrics(result: beam.runners.runner.PipelineResult) -> dict[str, dict[
 
 
 def log_summary(metrics: Mapping[str, Mapping[str, int]], seconds: float) -> None:
-    """One line per split and a total: counts, backbone time and throughput."""
-    for split, m in sorted(metrics.items()):
-        model_s = m.get("model_ms", 0) / 1000
-        log.info(
-            "features [%s]: %d images in %d batches, backbone %.1f s (%.1f images/s)",
-            split,
-            m.get("images", 0),
-            m.get("batches", 0),
-            model_s,
-            m.get("images", 0) / max(model_s, 1e-9),
-        )
+    """One line: images per split, the total, overall throughput and the backbone's own."""
     total = sum(m.get("images", 0) for m in metrics.values())
-    rate = total / max(seconds, 1e-9)
-    log.info("features: %d images in %.1f s, %.1f images/s overall", total, seconds, rate)
-
-
+    model_s = sum(m.get("model_ms", 0) for m in metrics.values()) / 1000
+    splits = ", ".join(f"{split} {m.get('images', 0)}" for split, m in sorted(metrics.items()))
+    log.info(
+        "features: %d images (%s) in %.1f s, %.1f images/s overall; backbone %.1f s, %.1f images/s",
+        total, splits, seconds, total / max(seconds, 1e-9), model_s, total / max(model_s, 1e-9),
+    )
