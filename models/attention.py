@@ -94,6 +94,10 @@ class AttentionCaptioner(keras.Model):
         logits, states, _ = self._step(tokens, states, image, training=False)
         return logits, states
 
+    def step_with_attention(self, tokens, states, image):
+        """`step`, plus the attention weights [B, L] over the grid it used (for the page's heat map)."""
+        return self._step(tokens, states, image, training=False)
+
     def attend(self, h: tf.Tensor, image: tuple[tf.Tensor, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
         """Context [B, H] and attention weights [B, L] for the query h [B, H]."""
         annotations, keys = image

@@ -141,3 +141,31 @@ def beam_search_decode(
     scores = log_probs / tf.pow(tf.maximum(lengths, 1.0), length_penalty)
     order = tf.argsort(scores, axis=1, direction="DESCENDING")
     return tf.gather(sequences, order, batch_dims=1), tf.gather(scores, order, batch_dims=1)
+
+
+def replay_attention(
+    model: Captioner,
+    image_inputs: Mapping[str, tf.Tensor],
+    ids: tf.Tensor,
+    start_id: int,
+    pad_id: int,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """For captions already decoded (ids [B, T], pad after <end>): the attention weights [B, T, L]
+    each token was predicted with, and that token's probability [B, T]; zeros on padding.
+
+    Feeding the chosen tokens back (teacher forcing) replays the decoder's states exactly, so
+    these are the weights the decoding loop used; attention models only (`step_with_attention`).
+    """
+    image = model.encode_image(image_inputs)
+    states = model.initial_state(image)
+    batch, length = tf.shape(ids)[0], tf.shape(ids)[1]
+    previous = tf.concat([tf.fill([batch, 1], tf.constant(start_id, ids.dtype)), ids[:, :-1]], axis=1)
+    weights = tf.TensorArray(tf.float32, size=length)
+    probabilities = tf.TensorArray(tf.float32, size=length)
+    for t in tf.range(length):
+        logits, states, step_weights = model.step_with_attention(previous[:, t], states, image)
+        weights = weights.write(t, step_weights)
+        probabilities = probabilities.write(t, tf.gather(tf.nn.softmax(logits), ids[:, t], batch_dims=1))
+    real = tf.cast(ids != pad_id, tf.float32)
+    weights = tf.transpose(weights.stack(), [1, 0, 2]) * real[:, :, None]
+    return weights, tf.transpose(probabilities.stack()) * real

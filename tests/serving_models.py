@@ -25,15 +25,20 @@ VOCABULARY = ["", "<start>", "<end>", "a", "red", "circle", "<unk>"]
 IMAGE_SIZE = 16
 
 
-def export_tiny_model(export_dir: Path, default: str = "greedy", beam_width: int = 2, backbone: str | None = None) -> Path:
-    """Writes a serving SavedModel (signatures serving_default, greedy, beam_search) to export_dir.
+def export_tiny_model(
+    export_dir: Path, default: str = "greedy", beam_width: int = 2, backbone: str | None = None, decoder: str = "merge"
+) -> Path:
+    """Writes a serving SavedModel (signatures serving_default, greedy, beam_search; with the
+    attention decoder also `attention`) to export_dir.
 
-    backbone None: the toy feature model; a backbone name (e.g. "efficientnet_lite0"): that
-    real network with random weights, for tests of the served graph's time and memory.
+    backbone None: the toy feature model, whose "grid" is the 16x16 image itself; a backbone
+    name (e.g. "efficientnet_lite0"): that real network with random weights, for tests of the
+    served graph's time and memory.
     """
     import keras
     import tensorflow as tf
 
+    from models.attention import AttentionCaptioner
     from models.decoder import MergeCaptioner
     from models.export import DecodeSettings, export_serving_model
 
@@ -49,8 +54,17 @@ def export_tiny_model(export_dir: Path, default: str = "greedy", beam_width: int
         network = get_backbone(backbone, weights=None)
         image_size, feature_model = network.image_size, network.build_feature_model()
     features = feature_model.output["pooled"].shape[-1]
-    captioner = MergeCaptioner(vocab_size=len(VOCABULARY), embedding_dim=8, hidden_dim=8, dropout=0.0)
-    captioner({"image_features": tf.zeros([1, features]), "tokens": tf.zeros([1, 4], tf.int32)})  # builds it
+    if decoder == "attention":
+        grid = feature_model.output["grid"].shape
+        captioner = AttentionCaptioner(vocab_size=len(VOCABULARY), embedding_dim=8, hidden_dim=8, dropout=0.0, attention_dim=4)
+        captioner({"image_grid": tf.zeros([1, grid[1] * grid[2], grid[3]]), "tokens": tf.zeros([1, 4], tf.int32)})
+        # Untrained, it would end (or pad) every caption at once: lower biases give words to point at.
+        bias = captioner.logits.bias.numpy()
+        bias[[0, VOCABULARY.index("<end>")]] = -100.0  # the raw pixels of the toy grid give large logits
+        captioner.logits.bias.assign(bias)
+    else:
+        captioner = MergeCaptioner(vocab_size=len(VOCABULARY), embedding_dim=8, hidden_dim=8, dropout=0.0)
+        captioner({"image_features": tf.zeros([1, features]), "tokens": tf.zeros([1, 4], tf.int32)})  # builds it
     settings = DecodeSettings(max_length=6, beam_width=beam_width, length_penalty=0.7, default=default)
     export_serving_model(feature_model, captioner, VOCABULARY, image_size, settings, export_dir)
     return Path(export_dir)
@@ -59,11 +73,11 @@ def export_tiny_model(export_dir: Path, default: str = "greedy", beam_width: int
 _CACHE: dict[tuple, Path] = {}
 
 
-def tiny_model(cache_root: Path, default: str = "greedy") -> Path:
-    """The tiny model for `default`, exported once per test session under cache_root."""
-    key = (str(cache_root), default)
+def tiny_model(cache_root: Path, default: str = "greedy", decoder: str = "merge") -> Path:
+    """The tiny model for `default` and `decoder`, exported once per test session under cache_root."""
+    key = (str(cache_root), default, decoder)
     if key not in _CACHE:
-        _CACHE[key] = export_tiny_model(Path(cache_root) / f"tiny_model_{default}", default=default)
+        _CACHE[key] = export_tiny_model(Path(cache_root) / f"tiny_model_{decoder}_{default}", default=default, decoder=decoder)
     return _CACHE[key]
 
 

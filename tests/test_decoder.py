@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from models.attention import AttentionCaptioner
 from models.decoder import MergeCaptioner
-from models.decoding import beam_search_decode, greedy_decode, repeated_ngram_mask
+from models.decoding import beam_search_decode, greedy_decode, repeated_ngram_mask, replay_attention
 
 VOCAB = 9
 START, END, PAD = 1, 2, 0
@@ -141,6 +141,32 @@ def test_attention_weights_are_a_distribution_over_the_grid_and_depend_on_it():
     a = m({"image_grid": grid, "tokens": tokens}).numpy()
     b = m({"image_grid": shuffled, "tokens": tokens}).numpy()
     assert not np.allclose(a, b)
+
+
+def test_replayed_attention_is_what_greedy_decoding_looked_at_word_by_word(model):
+    """The web page's heat map: for each word of the chosen caption, the weights the loop used
+    (recomputed here step by step with `attend` on the state before each word) and its probability."""
+    if not hasattr(model, "step_with_attention"):
+        pytest.skip("the merge model has no attention")
+    features = image_inputs(model, 3, seed=8)
+    ids, log_probability = greedy_decode(model, features, START, END, PAD, max_length=7)
+    weights, probabilities = tf.function(lambda f, i: replay_attention(model, f, i, START, PAD))(features, ids)
+    assert weights.shape == (*ids.shape, GRID_CELLS) and probabilities.shape == ids.shape
+    for b in range(3):
+        image = model.encode_image(one(features, b))
+        states = model.initial_state(image)
+        token = tf.constant([START], tf.int64)
+        row = [int(t) for t in ids[b].numpy()]
+        length = row.index(END) + 1 if END in row else len(row)
+        for t in range(length):
+            _, expected = model.attend(states[0], image)
+            np.testing.assert_allclose(weights[b, t].numpy(), expected[0].numpy(), rtol=1e-4, atol=1e-6)
+            _, states = model.step(token, states, image)
+            token = tf.constant([row[t]], tf.int64)
+        assert np.all(weights[b, length:].numpy() == 0) and np.all(probabilities[b, length:].numpy() == 0)
+        np.testing.assert_allclose(weights[b, :length].numpy().sum(axis=-1), 1.0, rtol=1e-5)
+        # The words' probabilities multiply to the caption's: sum of logs == greedy's log-probability.
+        assert np.log(probabilities[b, :length].numpy()).sum() == pytest.approx(float(log_probability[b]), abs=1e-4)
 
 
 def _blocked(sequence: list[int], n: int) -> set[int]:

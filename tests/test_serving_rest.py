@@ -365,3 +365,22 @@ def test_after_a_restart_a_corrupt_newest_version_leaves_the_older_one_serving(t
         assert states["1"]["state"] == "AVAILABLE"
         assert states["2"]["state"] == "END" and states["2"]["status"]["error_message"]
         assert str(base) not in json.dumps(states)
+
+
+def test_attention_signature_gives_each_word_its_weights_over_the_grid(tmp_path_factory, tmp_path):
+    """What the page's heat map reads: for the default caption, per word its probability and a
+    distribution over the grid cells (the tiny model's grid is its 16x16 input)."""
+    push_version(tiny_model(tmp_path_factory.getbasetemp(), decoder="attention"), tmp_path / "models", 1)
+    with local_server(tmp_path / "models") as url:
+        images = [b64(GOOD), b64(OTHER)]
+        status, body, _ = predict(url, {"signature_name": "attention", "instances": images})
+        assert status == 200, body
+        _, default, _ = predict(url, {"instances": images})
+    for prediction, expected in zip(body["predictions"], default["predictions"]):
+        words = [w for w in prediction["words"] if w]
+        assert " ".join(words) == prediction["caption"] == expected["caption"]
+        assert prediction["grid_size"] == [16, 16]
+        for word, probability, weights in zip(prediction["words"], prediction["word_probabilities"], prediction["attention"]):
+            assert len(weights) == 16 * 16
+            if word:
+                assert 0 < probability <= 1 and sum(weights) == pytest.approx(1.0, abs=1e-4)

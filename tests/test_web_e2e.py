@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import socket
 import urllib.request
 from pathlib import Path
@@ -168,6 +169,9 @@ def test_the_page_says_what_the_model_is_and_warns_about_synthetic_training(serv
     )
     warning = page.locator("#model-warning")
     assert warning.is_visible() and "only knows coloured shapes" in warning.inner_text()
+    note = page.locator("#attention-note")
+    note.wait_for(state="visible")
+    assert note.inner_text() == "This model has no attention decoder (merge model), so the page cannot show where it looked."
 
 
 def test_caption_and_version_match_the_rest_api(server, page, tmp_path):
@@ -227,7 +231,7 @@ def test_a_bad_file_gets_an_error_and_the_good_one_its_caption(server, page, tmp
     page.screenshot(path=str(tmp_path / "web_page_error.png"), full_page=True)
 
 
-def test_beam_search_shows_the_alternatives_with_their_scores(server, page, tmp_path):
+def test_beam_search_shows_the_other_candidates_with_their_shares(server, page, tmp_path):
     expected = rest_predict(server, GOOD, "beam_search")
     assert len(expected["alternatives"]) == len(expected["scores"]) == 2
     (tmp_path / "field.jpg").write_bytes(GOOD)
@@ -244,13 +248,15 @@ def test_beam_search_shows_the_alternatives_with_their_scores(server, page, tmp_
                            " && document.querySelector('#results .result').dataset.state === 'done'", timeout=WAIT_MS)
     assert sent[-1]["signature_name"] == "beam_search"
     assert result.locator(".caption").inner_text() == expected["caption"]
-    assert result.locator(".alternatives").is_visible()
+    # The chosen caption is not repeated below it; the others show their share of the K
+    # candidates (a softmax over the beam's scores), as whole percents.
     rows = result.locator(".alternatives tbody tr")
-    assert rows.count() == 2
-    shown = [rows.nth(i).locator(".alt-caption").get_attribute("data-caption") for i in range(2)]
-    scores = [float(rows.nth(i).locator(".alt-score").inner_text()) for i in range(2)]
-    assert shown == expected["alternatives"]
-    assert scores == pytest.approx(expected["scores"], abs=6e-4)  # shown with three decimals
+    assert rows.count() == 1 and result.locator(".alternatives").is_visible()
+    assert rows.nth(0).locator(".alt-caption").get_attribute("data-caption") == expected["alternatives"][1]
+    weights = [math.exp(score) for score in expected["scores"]]
+    shares = [w / sum(weights) for w in weights]
+    assert rows.nth(0).locator(".alt-score").inner_text() == f"{round(shares[1] * 100)}%"
+    assert result.locator(".confidence").inner_text() == f"Confidence: {round(shares[0] * 100)}% of the 2 candidates' weight."
     page.screenshot(path=str(tmp_path / "web_page_beam.png"), full_page=True)
 
     # And back: greedy again, no alternatives.
@@ -331,3 +337,106 @@ def test_drop_two_images_on_a_narrow_window(server, page, tmp_path):
     widths = page.evaluate("() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
     assert widths[0] <= widths[1], f"the page scrolls sideways at 360 px: {widths}"
     page.screenshot(path=str(tmp_path / "web_page_narrow.png"), full_page=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# The attention model: the heat map of each word, and the other ways in (paste, examples, copy)
+
+
+@pytest.fixture(scope="module")
+def attention_server(tmp_path_factory: pytest.TempPathFactory) -> str:
+    base = tmp_path_factory.mktemp("web_attention_models") / "captioner"
+    push_version(tiny_model(tmp_path_factory.getbasetemp(), decoder="attention"), base, VERSION)
+    log = tmp_path_factory.getbasetemp() / "web_attention_server.log"
+    with local_server_process(base, log, "--static-dir", str(REPO / "serving" / "web")) as url:
+        yield url
+
+
+def canvas_alpha(page, x: float, y: float) -> int:
+    """The heat map's opacity (0-255) at a point given as fractions of the photo's width and height."""
+    return page.evaluate(
+        """([x, y]) => {
+            const canvas = document.querySelector('#results .result .heat-map');
+            const px = Math.min(canvas.width - 1, Math.floor(x * canvas.width));
+            const py = Math.min(canvas.height - 1, Math.floor(y * canvas.height));
+            return canvas.getContext('2d').getImageData(px, py, 1, 1).data[3];
+        }""",
+        [x, y],
+    )
+
+
+def test_pointing_at_a_word_shows_where_the_model_looked(attention_server, page, tmp_path):
+    expected = rest_predict(attention_server, GOOD, "attention")
+    rows, columns = expected["grid_size"]
+    (tmp_path / "field.jpg").write_bytes(GOOD)
+    page.goto(f"{attention_server}/")
+    sent = predict_requests(page)
+    note = page.locator("#attention-note")
+    note.wait_for(state="visible")
+    assert note.inner_text() == "Point at a word of a caption to see where in the photo the model looked for it."
+    page.get_by_label("Choose one or more images").set_input_files(tmp_path / "field.jpg")
+    wait_until_settled(page, 1)
+    assert sent[-1]["signature_name"] == "attention"
+
+    result = page.locator("#results .result")
+    words = result.locator(".caption .word")
+    shown = [words.nth(i).inner_text() for i in range(words.count())]
+    assert " ".join(shown) == expected["caption"] and shown == [w for w in expected["words"] if w]
+    assert result.locator(".heat-map").is_hidden()
+
+    # Each word: its probability on the word, and the photo dark where it did not look.
+    for position, word in enumerate(expected["words"][:2]):
+        span = result.locator(f".caption .word[data-index='{position}']")
+        span.hover()
+        assert result.get_attribute("data-word") == str(position)
+        assert result.locator(".heat-map").is_visible()
+        probability = expected["word_probabilities"][position]
+        assert span.get_attribute("title") == f"{word}: probability {round(probability * 100)}%"
+        weights = expected["attention"][position]
+        most, least = weights.index(max(weights)), weights.index(min(weights))
+        centre = lambda cell: ((cell % columns + 0.5) / columns, (cell // columns + 0.5) / rows)  # noqa: E731
+        looked, ignored = canvas_alpha(page, *centre(most)), canvas_alpha(page, *centre(least))
+        assert looked < 60 < 140 < ignored, (looked, ignored)
+    page.screenshot(path=str(tmp_path / "web_page_heat_map.png"), full_page=True)
+
+    page.mouse.move(1, 1)  # away from the words: the photo clears
+    assert result.locator(".heat-map").is_hidden()
+    geometric = math.exp(sum(math.log(p) for p, w in zip(expected["word_probabilities"], expected["words"]) if w)
+                         / len(shown))
+    assert result.locator(".confidence").inner_text() == (
+        f"Confidence: {round(geometric * 100)}% per word on average; point at a word for its own."
+    )
+
+
+def test_a_pasted_image_is_captioned(attention_server, page):
+    page.goto(f"{attention_server}/")
+    page.evaluate(
+        """(b64) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], 'image.jpg', { type: 'image/jpeg' }));
+            document.dispatchEvent(new ClipboardEvent('paste', { clipboardData: transfer, bubbles: true, cancelable: true }));
+        }""",
+        base64.b64encode(OTHER).decode(),
+    )
+    wait_until_settled(page, 1)
+    result = page.locator("#results .result")
+    assert result.get_attribute("data-state") == "done"
+    assert result.locator(".caption").get_attribute("data-caption") == rest_predict(attention_server, OTHER)["caption"]
+
+
+def test_an_example_photo_is_one_click_and_its_caption_can_be_copied(attention_server, page):
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=attention_server)
+    page.goto(f"{attention_server}/")
+    page.get_by_role("button", name="Example: cat").click()
+    wait_until_settled(page, 1)
+    result = page.locator("#results .result")
+    assert result.locator(".file-name").inner_text() == "cat.jpg"
+    example = (REPO / "serving" / "web" / "examples" / "cat.jpg").read_bytes()
+    caption = rest_predict(attention_server, example)["caption"]
+    assert caption and result.locator(".caption").get_attribute("data-caption") == caption
+
+    result.get_by_role("button", name="Copy").click()
+    page.wait_for_function("() => document.querySelector('#results .result .copy').textContent === 'Copied'",
+                           timeout=WAIT_MS)
+    assert page.evaluate("() => navigator.clipboard.readText()") == caption

@@ -3,9 +3,12 @@
 // It talks to TF Serving's REST API, or the local server's copy of it (serving/README.md):
 //   POST <api>/v1/models/captioner:predict  {"signature_name": ..., "instances": [{"b64": ...}, ...]}
 //   GET  <api>/v1/models/captioner           model status, for the version that serves
+//   GET  <api>/v1/models/captioner/metadata  its signatures: is there an `attention` one (the heat
+//                                            map), does serving_default run beam search
 // <api> is this page's own origin (the local server and the compose nginx both serve the page
-// beside the API), or `?api=http://host:8501`. A cross-origin API must allow CORS; TF Serving
-// does not, so put a proxy in front of it (as serving/nginx.conf does).
+// beside the API), or `?api=http://host:8501`. A cross-origin API must allow CORS (TF Serving's
+// --rest_api_enable_cors_support, the local server's --enable-cors-support, or a proxy such as
+// serving/nginx.conf).
 "use strict";
 
 (() => {
@@ -25,6 +28,8 @@
   const noResults = $("#no-results");
   const serverStatus = $("#server-status");
   const template = $("#result-template");
+  const attentionNote = $("#attention-note");
+  const HEAT_MAP_DARKEST = 0.75; // opacity over the cells the word looked at least
 
   /** A failed call: `status` is the HTTP status, or null when no answer came. */
   class ApiError extends Error {
@@ -37,6 +42,8 @@
   const api = resolveApi();
   $("#api-url").textContent = api.url || "(none)";
   const entries = []; // one per uploaded file, in upload order
+  // The model's signatures, once its metadata is read: which one the page calls by default.
+  let signatures = null;
 
   // ------------------------------------------------------------------------------------------
   // The API
@@ -148,6 +155,28 @@
     throw new ApiError(`unexpected prediction: ${JSON.stringify(prediction).slice(0, 200)}`, 200);
   }
 
+  /** The served model's signatures from its metadata (TF Serving's and the local server's):
+   *  {names: Set, defaultIsBeam}; empty when the metadata cannot be read. */
+  async function loadSignatures() {
+    try {
+      const { data } = await call(`/v1/models/${MODEL}/metadata`);
+      const defs = data?.metadata?.signature_def?.signature_def || {};
+      const outputs = Object.keys(defs.serving_default?.outputs || {});
+      return { names: new Set(Object.keys(defs)), defaultIsBeam: outputs.includes("alternatives") };
+    } catch {
+      return { names: new Set(), defaultIsBeam: false };
+    }
+  }
+
+  async function showAttentionNote() {
+    signatures = await signaturesReady;
+    if (!signatures.names.size) return;
+    attentionNote.textContent = signatures.names.has("attention")
+      ? "Point at a word of a caption to see where in the photo the model looked for it."
+      : "This model has no attention decoder (merge model), so the page cannot show where it looked.";
+    attentionNote.hidden = false;
+  }
+
   /** Why the server refused an image, in words a user acts on. */
   function describe(error) {
     if (!(error instanceof ApiError)) return `error: ${error && error.message ? error.message : error}`;
@@ -205,7 +234,12 @@
       error: item.querySelector(".error"),
       meta: item.querySelector(".meta"),
       alternatives: item.querySelector(".alternatives"),
+      canvas: item.querySelector(".heat-map"),
+      copy: item.querySelector(".copy"),
+      confidence: item.querySelector(".confidence"),
+      attention: null, // {grid: [h, w], weights: [[...h*w] per word position]} of the shown caption
     };
+    entry.copy.addEventListener("click", () => copyCaption(entry));
     item.querySelector(".file-name").textContent = file.name || "(unnamed file)";
     entry.img.addEventListener("error", () => {
       entry.img.hidden = true;
@@ -227,6 +261,10 @@
     entry.error.hidden = true;
     entry.meta.hidden = true;
     entry.alternatives.hidden = true;
+    entry.copy.hidden = true;
+    entry.confidence.hidden = true;
+    entry.attention = null;
+    hideHeatMap(entry);
     entry.img.alt = `${entry.file.name}: being captioned`;
   }
 
@@ -234,16 +272,87 @@
     entry.item.dataset.state = "done";
     entry.caption.removeAttribute("aria-busy");
     entry.caption.dataset.caption = prediction.caption;
-    entry.caption.textContent = prediction.caption || "(empty caption: the model ended it at once)";
     entry.caption.classList.toggle("is-empty", !prediction.caption);
+    if (prediction.caption && Array.isArray(prediction.words) && Array.isArray(prediction.attention)) {
+      showWords(entry, prediction);
+    } else {
+      entry.caption.textContent = prediction.caption || "(empty caption: the model ended it at once)";
+    }
+    entry.copy.hidden = !prediction.caption;
     entry.img.alt = prediction.caption || `${entry.file.name} (the model gave an empty caption)`;
     entry.meta.querySelector(".version").textContent = version === null ? "unknown" : String(version);
-    entry.meta.querySelector(".method").textContent = signature === "beam_search" ? "beam search" : "greedy";
+    const beam = signature === "beam_search" || (signatures?.defaultIsBeam ?? false);
+    entry.meta.querySelector(".method").textContent = beam ? "beam search" : "greedy";
     entry.meta.hidden = false;
+    showConfidence(entry, prediction);
+    showAlternatives(entry, prediction);
+  }
+
+  /** The caption as words a user can point at; each shows its heat map and probability. */
+  function showWords(entry, prediction) {
+    entry.attention = { grid: prediction.grid_size, weights: prediction.attention };
+    entry.caption.replaceChildren();
+    prediction.words.forEach((word, index) => {
+      if (!word) return;
+      if (entry.caption.childNodes.length) entry.caption.append(" ");
+      const span = document.createElement("span");
+      span.className = "word";
+      span.tabIndex = 0;
+      span.textContent = word;
+      span.dataset.index = String(index);
+      const probability = Number(prediction.word_probabilities?.[index]);
+      if (Number.isFinite(probability)) {
+        span.dataset.probability = String(probability);
+        span.title = `${word}: probability ${percent(probability)}`;
+      }
+      for (const type of ["mouseenter", "focus"]) span.addEventListener(type, () => showHeatMap(entry, span));
+      for (const type of ["mouseleave", "blur"]) span.addEventListener(type, () => hideHeatMap(entry));
+      entry.caption.append(span);
+    });
+  }
+
+  function percent(probability) {
+    return probability < 0.005 ? "<1%" : `${Math.round(probability * 100)}%`;
+  }
+
+  /** The scores as a person reads them: per word for the default caption (geometric mean of its
+   *  words' probabilities), or the chosen caption's share of the beam's candidates. */
+  function showConfidence(entry, prediction) {
+    const probabilities = (prediction.word_probabilities || [])
+      .filter((_, i) => prediction.words?.[i])
+      .map(Number)
+      .filter((p) => p > 0);
+    const shares = candidateShares(prediction.scores);
+    let text = "";
+    if (probabilities.length) {
+      const mean = Math.exp(probabilities.reduce((sum, p) => sum + Math.log(p), 0) / probabilities.length);
+      text = `Confidence: ${percent(mean)} per word on average; point at a word for its own.`;
+    } else if (shares.length > 1) {
+      text = `Confidence: ${percent(shares[0])} of the ${shares.length} candidates' weight.`;
+    }
+    entry.confidence.textContent = text;
+    entry.confidence.hidden = !text;
+  }
+
+  /** Beam scores [K] (best first) -> each candidate's share, softmax over the K scores. */
+  function candidateShares(scores) {
+    if (!Array.isArray(scores) || !scores.length) return [];
+    const values = scores.map(Number);
+    if (!values.every(Number.isFinite)) return [];
+    const best = Math.max(...values);
+    const weights = values.map((v) => Math.exp(v - best));
+    const total = weights.reduce((a, b) => a + b, 0);
+    return weights.map((w) => w / total);
+  }
+
+  /** The other candidates of a beam search (not the chosen caption again), with their shares. */
+  function showAlternatives(entry, prediction) {
     const rows = entry.alternatives.querySelector("tbody");
     rows.replaceChildren();
     const alternatives = Array.isArray(prediction.alternatives) ? prediction.alternatives : [];
+    const shares = candidateShares(prediction.scores);
     alternatives.forEach((text, index) => {
+      if (index === 0 && text === prediction.caption) return; // the chosen caption, shown above
       const row = rows.insertRow();
       const captionCell = row.insertCell();
       captionCell.className = "alt-caption";
@@ -253,9 +362,78 @@
       scoreCell.className = "alt-score";
       const score = Array.isArray(prediction.scores) ? Number(prediction.scores[index]) : NaN;
       scoreCell.dataset.score = String(score);
-      scoreCell.textContent = Number.isFinite(score) ? score.toFixed(3).replace(/^-(0\.0+)$/, "$1") : "–";
+      scoreCell.title = Number.isFinite(score) ? `score ${score.toFixed(3)}` : "";
+      scoreCell.textContent = shares.length === alternatives.length ? percent(shares[index]) : "–";
     });
-    entry.alternatives.hidden = alternatives.length === 0;
+    entry.alternatives.hidden = rows.rows.length === 0;
+  }
+
+  /** Darkens the photo except where the model looked when it chose this word: the word's
+   *  attention weights over the backbone's grid (row-major h x w), stretched over the whole
+   *  photo as the model's input was, smoothed by the browser's scaling. */
+  function showHeatMap(entry, span) {
+    const attention = entry.attention;
+    const weights = attention?.weights?.[Number(span.dataset.index)];
+    const [rows, columns] = (attention?.grid || []).map(Number);
+    if (!Array.isArray(weights) || !(rows > 0 && columns > 0) || weights.length !== rows * columns) return;
+    if (!entry.img.complete || !entry.img.naturalWidth) return;
+    const min = Math.min(...weights);
+    const range = Math.max(...weights) - min || 1;
+    const cells = document.createElement("canvas");
+    cells.width = columns;
+    cells.height = rows;
+    const cellContext = cells.getContext("2d");
+    const pixels = cellContext.createImageData(columns, rows);
+    weights.forEach((weight, i) => {
+      pixels.data[i * 4 + 3] = Math.round(255 * HEAT_MAP_DARKEST * (1 - (weight - min) / range));
+    });
+    cellContext.putImageData(pixels, 0, 0);
+    const canvas = entry.canvas;
+    canvas.width = entry.img.clientWidth;
+    canvas.height = entry.img.clientHeight;
+    const context = canvas.getContext("2d");
+    context.imageSmoothingEnabled = true;
+    context.imageSmoothingQuality = "high";
+    context.clearRect(0, 0, canvas.width, canvas.height);
+    context.drawImage(cells, 0, 0, canvas.width, canvas.height);
+    canvas.hidden = false;
+    entry.caption.querySelectorAll(".word.is-active").forEach((word) => word.classList.remove("is-active"));
+    span.classList.add("is-active");
+    entry.item.dataset.word = span.dataset.index;
+  }
+
+  function hideHeatMap(entry) {
+    entry.canvas.hidden = true;
+    entry.caption.querySelectorAll(".word.is-active").forEach((word) => word.classList.remove("is-active"));
+    delete entry.item.dataset.word;
+  }
+
+  /** Copies the caption; outside a secure context (http on another host) the Clipboard API is
+   *  missing, so the old way (select and copy) is used there. */
+  async function copyCaption(entry) {
+    const text = entry.caption.dataset.caption || "";
+    let copied = false;
+    try {
+      if (navigator.clipboard && window.isSecureContext) {
+        await navigator.clipboard.writeText(text);
+        copied = true;
+      }
+    } catch {
+      copied = false;
+    }
+    if (!copied) {
+      const area = document.createElement("textarea");
+      area.value = text;
+      area.setAttribute("readonly", "");
+      area.style.position = "fixed";
+      area.style.opacity = "0";
+      document.body.append(area);
+      area.select();
+      copied = document.execCommand("copy");
+      area.remove();
+    }
+    entry.copy.textContent = copied ? "Copied" : "Copy failed";
+    setTimeout(() => { entry.copy.textContent = "Copy"; }, 2000);
   }
 
   function showError(entry, message) {
@@ -264,6 +442,8 @@
     entry.caption.hidden = true;
     entry.meta.hidden = true;
     entry.alternatives.hidden = true;
+    entry.copy.hidden = true;
+    entry.confidence.hidden = true;
     entry.error.textContent = message;
     entry.error.hidden = false;
     entry.img.alt = `${entry.file.name}: no caption (${message})`;
@@ -329,7 +509,9 @@
   }
 
   async function caption(toCaption) {
-    const signature = beamBox.checked ? "beam_search" : "serving_default";
+    signatures = await signaturesReady;
+    const plain = signatures.names.has("attention") ? "attention" : "serving_default";
+    const signature = beamBox.checked ? "beam_search" : plain;
     const items = [];
     for (const entry of toCaption) {
       entry.generation += 1;
@@ -388,6 +570,30 @@
     addFiles(event.dataTransfer?.files);
   });
 
+  // Paste an image (a screenshot, a copied photo) anywhere on the page.
+  document.addEventListener("paste", (event) => {
+    const images = Array.from(event.clipboardData?.files || []).filter((file) => file.type.startsWith("image/"));
+    if (!images.length) return;
+    event.preventDefault();
+    addFiles(images);
+  });
+
+  // The example photos beside the page (serving/web/examples/), captioned like an upload.
+  for (const button of document.querySelectorAll(".example")) {
+    button.addEventListener("click", async () => {
+      const src = button.dataset.src;
+      const name = src.split("/").pop();
+      try {
+        const response = await fetch(src, { cache: "no-store" });
+        if (!response.ok) throw new Error(`HTTP ${response.status}`);
+        const blob = await response.blob();
+        addFiles([new File([blob], name, { type: blob.type || "image/jpeg" })]);
+      } catch (error) {
+        $("#examples-title").textContent = `The example ${name} could not be loaded (${error.message || error}).`;
+      }
+    });
+  }
+
   beamBox.addEventListener("change", () => {
     if (entries.length) caption(entries.slice()); // caption what is on the page again, the other way
   });
@@ -404,11 +610,13 @@
   });
 
   updateEmptyState();
+  const signaturesReady = api.error ? Promise.resolve({ names: new Set(), defaultIsBeam: false }) : loadSignatures();
   if (api.error) {
     serverStatus.textContent = `Caption server: ${api.error}`;
     serverStatus.classList.add("is-error");
   } else {
     refreshServerStatus();
     showModelCard();
+    showAttentionNote();
   }
 })();
