@@ -46,7 +46,7 @@ MODULES: dict[str, list[str]] = {
     "serving/rest.py": ["tests/test_pinned_rest.py", "tests/test_serving_units.py", "-k", "not clean_tf_error"],
     "serving/versions.py": ["tests/test_serving_units.py", "tests/test_pinned_versions.py", "-k", "not clean_tf_error"],
     "components/caption_pusher/push.py": ["tests/test_pusher.py", "tests/test_pinned_push.py", "-k", "not executor"],
-    "configs/config.py": ["tests/test_config.py"],
+    "configs/config.py": ["tests/test_config.py", "tests/test_pinned_config.py"],
     "data/download.py": ["tests/test_download.py", "tests/test_pinned_download.py"],
 }
 
