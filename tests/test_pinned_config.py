@@ -8,6 +8,7 @@ flipped) shows up. Mutation testing showed these unpinned (tools/mutation.py).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -277,3 +278,22 @@ def test_trainer_sections_travel_as_json_and_come_back_equal_with_an_absolute_we
     assert TrainerSections.of(smoke()).features.weights_path is None
     with pytest.raises(ConfigError, match=r"^missing config key 'features'$"):
         TrainerSections.from_custom_config({})
+
+
+# --------------------------------------------------------------------------- frozen
+
+
+def test_every_section_and_the_trainer_sections_refuse_assignment():
+    """A component handed `config.gate` (or the Trainer its sections) cannot change what
+    the rest of the run sees: every section is frozen, not only the top level."""
+    config = smoke()
+    names = [f.name for f in dataclasses.fields(config) if dataclasses.is_dataclass(getattr(config, f.name))]
+    assert names == [
+        "pipeline", "data", "ingest", "validation", "beam", "features", "text",
+        "model", "train", "decode", "gate", "push", "serving", "mlflow",
+    ]
+    sections = [getattr(config, name) for name in names]
+    for section in sections + [config.data.synthetic, TrainerSections.of(config)]:
+        for field in dataclasses.fields(section):
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                setattr(section, field.name, getattr(section, field.name))
