@@ -447,3 +447,46 @@ def test_a_symlink_entry_is_refused_naming_the_problem(tmp_path):
     with pytest.raises(UnsafeArchiveError) as error:
         safe_extract(archive, tmp_path / "out")
     assert str(error.value) == "refusing archive link.zip: entry 'shortcut' is a symbolic link"
+
+
+def test_cli_usage_errors_name_the_command_and_its_options(monkeypatch, capsys):
+    """The usage line a user gets for a wrong call shows what to type: `python -m data.download`
+    (what `make data-flickr8k` runs) and a placeholder after each option taking a value."""
+    from data.download import main
+
+    monkeypatch.setenv("COLUMNS", "200")  # argparse wraps the usage to the terminal width
+    with pytest.raises(SystemExit) as caught:
+        main([])
+    assert caught.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "usage: python -m data.download [-h] [--data-dir DIR] [--mirror URL] [--no-progress] [--profile NAME]",
+        "python -m data.download: error: --data-dir or --profile is required",
+    ]
+
+
+def test_the_cli_logs_each_step_with_its_time_and_level(tmp_path):
+    """`python -m data.download` on a data dir already laid out: no network, and every log
+    line on stderr starts with a timestamp and the level, as in the rest of the tools."""
+    import re
+    import subprocess
+    import sys
+
+    from data.download import IMAGES_DIR, SPLIT_FILES, TOKEN_FILE
+
+    data_dir = tmp_path / "data"
+    (data_dir / IMAGES_DIR).mkdir(parents=True)
+    (data_dir / IMAGES_DIR / "1000_a.jpg").write_bytes(b"\xff\xd8\xff\xd9")
+    for name in (TOKEN_FILE, *SPLIT_FILES):
+        (data_dir / name).write_text("1000_a.jpg\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "data.download", "--data-dir", str(data_dir), "--no-progress"],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO "
+    assert len(lines) == 4 and all(re.match(stamp, line) for line in lines), lines
+    assert re.fullmatch(stamp + f"Flickr8k ready in {re.escape(str(data_dir))}: 1 images \\(\\d+\\.\\d s\\)", lines[-1])
