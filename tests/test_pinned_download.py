@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -222,3 +222,271 @@ def test_by_default_a_download_reports_progress_and_creates_its_directory(server
     assert download_file(server.url, dest, MD5) == dest
     assert dest.read_bytes() == DATA
     assert "file.bin: done, " in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- prepare_flickr8k and the CLI
+
+
+class _QuietFiles(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@pytest.fixture
+def release(tmp_path, monkeypatch):
+    """A mirror on 127.0.0.1 serving a tiny release (two images, captions, three splits),
+    with its md5s made the published ones for the test."""
+    import functools
+    import zipfile
+
+    from data import download
+
+    for var in ("no_proxy", "NO_PROXY"):
+        monkeypatch.setenv(var, "127.0.0.1,localhost")
+    monkeypatch.delenv(download.MIRROR_ENV, raising=False)
+    root = tmp_path / "mirror"
+    root.mkdir()
+    images = {"1000_a.jpg": b"\xff\xd8one\xff\xd9", "2000_b.JPG": b"\xff\xd8two\xff\xd9", "Thumbs.db": b"not an image"}
+    with zipfile.ZipFile(root / download.IMAGES_ARCHIVE, "w") as z:
+        for name, data in images.items():
+            z.writestr(f"{download.IMAGES_DIR}/{name}", data)
+    texts = {download.TOKEN_FILE: "1000_a.jpg#0\ta dog .\n2000_b.jpg#0\ta cat .\n"}
+    texts.update({name: "1000_a.jpg\n" for name in download.SPLIT_FILES})
+    with zipfile.ZipFile(root / download.TEXT_ARCHIVE, "w") as z:
+        for name, text in texts.items():
+            z.writestr(name, text)
+    for name in (download.IMAGES_ARCHIVE, download.TEXT_ARCHIVE):
+        monkeypatch.setitem(download.CHECKSUMS, name, hashlib.md5((root / name).read_bytes()).hexdigest())
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietFiles, directory=str(root)))
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield {"url": f"http://127.0.0.1:{httpd.server_address[1]}", "images": images, "texts": texts}
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _assert_laid_out(data_dir: Path, release: dict) -> None:
+    from data.download import IMAGES_DIR
+
+    assert {p.name: p.read_bytes() for p in (data_dir / IMAGES_DIR).iterdir()} == release["images"]
+    for name, text in release["texts"].items():
+        assert (data_dir / name).read_text() == text
+
+
+def test_prepare_flickr8k_creates_missing_parents_and_reports_progress_by_default(release, tmp_path, capsys):
+    from data.download import IMAGES_ARCHIVE, TEXT_ARCHIVE, prepare_flickr8k
+
+    data_dir = tmp_path / "not" / "yet" / "there"
+    assert prepare_flickr8k(data_dir, release["url"]) == data_dir
+    _assert_laid_out(data_dir, release)
+    err = capsys.readouterr().err
+    assert f"{IMAGES_ARCHIVE}: done, " in err and f"{TEXT_ARCHIVE}: done, " in err
+
+
+def test_prepare_flickr8k_is_quiet_without_progress(release, tmp_path, capsys):
+    from data.download import prepare_flickr8k
+
+    prepare_flickr8k(tmp_path / "data", release["url"], progress=False)
+    _assert_laid_out(tmp_path / "data", release)
+    assert capsys.readouterr().err == ""
+
+
+def test_safe_extract_creates_the_missing_parents_of_its_target(tmp_path):
+    import zipfile
+
+    from data.download import safe_extract
+
+    archive = tmp_path / "a.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("x.txt", b"x")
+    target = tmp_path / "deep" / "er" / "out"
+    assert safe_extract(archive, target) == target
+    assert (target / "x.txt").read_bytes() == b"x"
+
+
+def _profile_with_data_dir(tmp_path: Path, data_dir: Path) -> Path:
+    profile = tmp_path / "mine.yaml"
+    profile.write_text(f"extends: smoke\ndata:\n  data_dir: {data_dir}\n")
+    return profile
+
+
+def test_cli_takes_the_data_dir_from_a_profile(release, tmp_path, monkeypatch):
+    from data.download import main
+
+    monkeypatch.delenv("CAPTIONER_DATA_DIR", raising=False)
+    data_dir = tmp_path / "from-profile"
+    profile = _profile_with_data_dir(tmp_path, data_dir)
+    assert main(["--profile", str(profile), "--mirror", release["url"], "--no-progress"]) == 0
+    _assert_laid_out(data_dir, release)
+
+
+def test_cli_data_dir_wins_over_the_profile(release, tmp_path, monkeypatch):
+    from data.download import main
+
+    monkeypatch.delenv("CAPTIONER_DATA_DIR", raising=False)
+    profile = _profile_with_data_dir(tmp_path, tmp_path / "from-profile")
+    chosen = tmp_path / "chosen"
+    assert main(["--data-dir", str(chosen), "--profile", str(profile), "--mirror", release["url"], "--no-progress"]) == 0
+    _assert_laid_out(chosen, release)
+    assert not (tmp_path / "from-profile").exists()
+
+
+def test_cli_reports_progress_unless_told_not_to(release, tmp_path, capsys):
+    from data.download import IMAGES_ARCHIVE, main
+
+    assert main(["--data-dir", str(tmp_path / "data"), "--mirror", release["url"]]) == 0
+    assert f"{IMAGES_ARCHIVE}: done, " in capsys.readouterr().err
+
+
+def test_cli_interrupted_exits_130_saying_a_rerun_resumes(tmp_path, monkeypatch, capsys):
+    from data import download
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(download, "prepare_flickr8k", interrupted)
+    assert download.main(["--data-dir", str(tmp_path / "data"), "--no-progress"]) == 130
+    assert capsys.readouterr().err == "interrupted: partial downloads are kept and a rerun resumes them\n"
+
+
+def test_progress_defaults_at_most_a_line_a_second_and_every_ten_seconds_of_unknown_size(monkeypatch):
+    import io
+
+    from data import download
+
+    clock, stream = _Clock(), io.StringIO()
+    monkeypatch.setattr(download, "time", clock)
+    known = download._Progress("k", 0, 10_000_000, True, stream)
+    clock.now += 0.75
+    known.update(5_000_000)  # half-way, but within a second of the start
+    clock.now += 0.25
+    known.update(1_000_000)
+    clock.now += 1.0
+    known.update(3_500_000)  # 95%: the last tenth before the end gets its line too
+    unknown = download._Progress("u", 0, None, True, stream)
+    clock.now += 9.75
+    unknown.update(1)
+    clock.now += 0.25
+    unknown.update(1)
+    assert [line.split(", ")[0] for line in stream.getvalue().splitlines()] == [
+        "k: 6.0 MB / 10.0 MB (60%)",
+        "k: 9.5 MB / 10.0 MB (95%)",
+        "u: 0.0 MB",
+    ]
+
+
+def test_prepare_flickr8k_logs_how_many_images_it_laid_out(release, tmp_path, caplog):
+    import logging
+
+    from data.download import prepare_flickr8k
+
+    data_dir = tmp_path / "data"
+    n_images = sum(1 for name in release["images"] if name.lower().endswith(".jpg"))
+    with caplog.at_level(logging.INFO, logger="data.download"):
+        prepare_flickr8k(data_dir, release["url"], progress=False)
+    assert any(
+        r.getMessage().startswith(f"Flickr8k ready in {data_dir}: {n_images} images (") for r in caplog.records
+    )
+
+
+def test_leftovers_of_a_killed_extraction_are_replaced_not_reused(release, tmp_path):
+    """A process killed mid-extraction leaves its staging folders behind (no finally runs):
+    the next run must extract afresh, not lay out what the dead one left."""
+    from data.download import IMAGES_DIR, prepare_flickr8k
+
+    data_dir = tmp_path / "data"
+    stale_images = data_dir / "downloads" / ".extracted-images" / IMAGES_DIR
+    stale_images.mkdir(parents=True)
+    (stale_images / "9999_stale.jpg").write_bytes(b"stale")
+    stale_text = data_dir / "downloads" / ".extracted-text"
+    stale_text.mkdir()
+    for name in release["texts"]:
+        (stale_text / name).write_text("stale\n")
+    prepare_flickr8k(data_dir, release["url"], progress=False)
+    _assert_laid_out(data_dir, release)
+
+
+def test_a_failed_swap_puts_the_old_target_back(tmp_path, monkeypatch):
+    import zipfile
+
+    from data import download
+
+    archive = tmp_path / "a.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("x.txt", b"new")
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "x.txt").write_bytes(b"old")
+    real_replace = download.os.replace
+
+    def replace(src, dst):
+        if str(src).endswith(".extracting"):
+            raise OSError("disk trouble")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(download.os, "replace", replace)
+    with pytest.raises(OSError, match="disk trouble"):
+        download.safe_extract(archive, target, overwrite=True)
+    assert (target / "x.txt").read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.zip", "out"]
+
+
+def test_a_symlink_entry_is_refused_naming_the_problem(tmp_path):
+    import stat
+    import zipfile
+
+    from data.download import UnsafeArchiveError, safe_extract
+
+    archive = tmp_path / "link.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        link = zipfile.ZipInfo("shortcut")
+        link.create_system = 3
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        z.writestr(link, "/etc/passwd")
+    with pytest.raises(UnsafeArchiveError) as error:
+        safe_extract(archive, tmp_path / "out")
+    assert str(error.value) == "refusing archive link.zip: entry 'shortcut' is a symbolic link"
+
+
+def test_cli_usage_errors_name_the_command_and_its_options(monkeypatch, capsys):
+    """The usage line a user gets for a wrong call shows what to type: `python -m data.download`
+    (what `make data-flickr8k` runs) and a placeholder after each option taking a value."""
+    from data.download import main
+
+    monkeypatch.setenv("COLUMNS", "200")  # argparse wraps the usage to the terminal width
+    with pytest.raises(SystemExit) as caught:
+        main([])
+    assert caught.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "usage: python -m data.download [-h] [--data-dir DIR] [--mirror URL] [--no-progress] [--profile NAME]",
+        "python -m data.download: error: --data-dir or --profile is required",
+    ]
+
+
+def test_the_cli_logs_each_step_with_its_time_and_level(tmp_path):
+    """`python -m data.download` on a data dir already laid out: no network, and every log
+    line on stderr starts with a timestamp and the level, as in the rest of the tools."""
+    import re
+    import subprocess
+    import sys
+
+    from data.download import IMAGES_DIR, SPLIT_FILES, TOKEN_FILE
+
+    data_dir = tmp_path / "data"
+    (data_dir / IMAGES_DIR).mkdir(parents=True)
+    (data_dir / IMAGES_DIR / "1000_a.jpg").write_bytes(b"\xff\xd8\xff\xd9")
+    for name in (TOKEN_FILE, *SPLIT_FILES):
+        (data_dir / name).write_text("1000_a.jpg\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "data.download", "--data-dir", str(data_dir), "--no-progress"],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO "
+    assert len(lines) == 4 and all(re.match(stamp, line) for line in lines), lines
+    assert re.fullmatch(stamp + f"Flickr8k ready in {re.escape(str(data_dir))}: 1 images \\(\\d+\\.\\d s\\)", lines[-1])

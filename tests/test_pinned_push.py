@@ -131,3 +131,16 @@ def test_a_source_field_cannot_replace_the_fingerprint(tmp_path):
     assert record["fingerprint"] == first.fingerprint != "forged" and record["model_id"] == 7
     again = push.push_model(model, tmp_path / "serving")
     assert again.copied is False and again.version == first.version
+
+
+def test_the_push_record_is_readable_text_one_field_a_line_ending_in_a_newline(tmp_path):
+    """`cat <version>/assets.extra/captioner_push.json` and line tools (grep, diff, tail)
+    show one field a line and the shell prompt on its own line after it."""
+    base = tmp_path / "base"
+    push.push_model(fake_model(tmp_path / "a", "a"), base, source={"model_id": 3})
+    text = (base / "1" / push.SOURCE_FILE).read_text()
+    record = json.loads(text)
+    lines = text.splitlines()
+    assert text.endswith("}\n") and lines[0] == "{" and lines[-1] == "}"
+    assert len(lines) == len(record) + 2
+    assert [json.loads("{" + line.strip().rstrip(",") + "}") for line in lines[1:-1]] == [{k: v} for k, v in record.items()]

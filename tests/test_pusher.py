@@ -203,7 +203,7 @@ def test_executor_pushes_a_blessed_model_and_records_version_and_destination(tmp
     assert push.versions(base) == [1]
 
 
-def test_the_pushed_version_carries_its_model_card_where_tf_serving_ignores_it(tmp_path):
+def test_executor_puts_the_model_card_in_the_pushed_version_where_tf_serving_ignores_it(tmp_path):
     _, base = run_executor(tmp_path, blessed=1)
     card = json.loads((base / "1" / "assets.extra" / "captioner_push.json").read_text())["card"]
     assert card["summary"] == "EfficientNet-Lite0 + attention LSTM, trained on Flickr8k, BLEU-4 0.212, CIDEr-D 0.553 (dev split)"

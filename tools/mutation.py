@@ -8,6 +8,12 @@ module's fast tests there with `pytest -x`. A mutant is killed when the tests fa
 out; a survivor is a behaviour no test pins. It prints each survivor as file:line and the
 mutation, and the score per module and overall.
 
+Not mutated: docstrings, annotations, log messages, f-string text, the `__main__` guard, and
+the default values of dataclass fields (annotated assignments in the body of a class
+decorated with `@dataclass`, with or without arguments): those are data, so a test
+restating each literal would only detect the edit itself. The checks that use them (a
+`__post_init__`, a property) are mutated as usual.
+
 Not part of `make test`: it runs the tests once per mutant, which takes minutes. Ctrl-C
 stops it at once: no queued mutant starts, running tests are killed, exit code 130.
 """
@@ -40,7 +46,7 @@ MODULES: dict[str, list[str]] = {
     "serving/rest.py": ["tests/test_pinned_rest.py", "tests/test_serving_units.py", "-k", "not clean_tf_error"],
     "serving/versions.py": ["tests/test_serving_units.py", "tests/test_pinned_versions.py", "-k", "not clean_tf_error"],
     "components/caption_pusher/push.py": ["tests/test_pusher.py", "tests/test_pinned_push.py", "-k", "not executor"],
-    "configs/config.py": ["tests/test_config.py"],
+    "configs/config.py": ["tests/test_config.py", "tests/test_pinned_config.py"],
     "data/download.py": ["tests/test_download.py", "tests/test_pinned_download.py"],
 }
 
@@ -97,7 +103,20 @@ def _skipped_nodes(tree: ast.AST) -> set[int]:
                 skip(arg)
         if isinstance(node, ast.If) and _is_main_guard(node.test):
             skip(node)
+        if isinstance(node, ast.ClassDef) and any(_is_dataclass_decorator(d) for d in node.decorator_list):
+            for statement in node.body:
+                if isinstance(statement, ast.AnnAssign):
+                    skip(statement.value)  # a field's default value: data, not behaviour
     return skipped
+
+
+def _is_dataclass_decorator(decorator: ast.expr) -> bool:
+    """`@dataclass`, `@dataclasses.dataclass`, with or without arguments."""
+    if isinstance(decorator, ast.Call):
+        decorator = decorator.func
+    if isinstance(decorator, ast.Attribute):
+        return decorator.attr == "dataclass"
+    return isinstance(decorator, ast.Name) and decorator.id == "dataclass"
 
 
 def _is_main_guard(test: ast.expr) -> bool:
