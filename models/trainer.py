@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import keras
 import numpy as np
@@ -151,8 +151,12 @@ def train(
     eval_files: list[str] | str,
     tft_output: tft.TFTransformOutput,
     cfg: TrainerSections,
+    extra_callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> tuple[keras.Model, list[str], dict[str, list[float]]]:
-    """Fit the decoder; returns the model (the best epoch's weights), vocabulary and history."""
+    """Fit the decoder; returns the model (the best epoch's weights), vocabulary and history.
+
+    `extra_callbacks` run after the project's own (e.g. live MLflow metrics, added by the
+    Trainer's wrapper in components/trainer)."""
     keras.utils.set_random_seed(cfg.train.seed)
     vocabulary = load_vocabulary(tft_output)
     spec = tft_output.transformed_feature_spec()
@@ -174,7 +178,7 @@ def train(
         epoch_bleu = EpochBleu(eval_rows.images, references, vocabulary, cfg.text.max_length)
     epoch_log = _EpochLog()
     started = time.monotonic()
-    callbacks = [*fit_callbacks(cfg, epoch_bleu), epoch_log, _BatchProgress()]
+    callbacks = [*fit_callbacks(cfg, epoch_bleu), epoch_log, _BatchProgress(), *extra_callbacks]
     history = model.fit(train_ds, validation_data=eval_ds, callbacks=callbacks, verbose=0, **fit_args)
     log.info("trained %d epochs in %.1f s", len(history.history["loss"]), time.monotonic() - started)
     return model, vocabulary, {
@@ -210,11 +214,11 @@ def fit_callbacks(cfg: TrainerSections, epoch_bleu: keras.callbacks.Callback | N
     return callbacks
 
 
-def run_fn(fn_args: Any) -> None:
+def run_fn(fn_args: Any, extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> None:
     """TFX Trainer entry: train on the train split, early-stop on eval, export for serving."""
     cfg = TrainerSections.from_custom_config(fn_args.custom_config)
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
-    model, vocabulary, history = train(fn_args.train_files, fn_args.eval_files, tft_output, cfg)
+    model, vocabulary, history = train(fn_args.train_files, fn_args.eval_files, tft_output, cfg, extra_callbacks)
     run_dir = Path(fn_args.model_run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / HISTORY_FILE).write_text(json.dumps(history, indent=2))

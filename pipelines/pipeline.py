@@ -11,15 +11,18 @@ from pathlib import Path
 from typing import Callable
 
 from tfx import v1 as tfx
+from tfx.dsl.components.base import executor_spec
 
 from components.anomalies_check.component import AnomaliesCheck
 from components.bleu_evaluator.component import BleuEvaluator
 from components.caption_pusher.component import CaptionPusher
 from components.feature_extractor.component import FeatureExtractor
 from components.flickr8k_example_gen.component import Flickr8kExampleGen
+from components.trainer.executor import TRACKING_KEY, TrackedTrainerExecutor
 from configs import Config
 from configs.config import TrainerSections
 from models.contract import SCHEMA_FILE
+from tracking.live import settings_of
 
 
 def beam_pipeline_args(config: Config) -> list[str]:
@@ -106,13 +109,15 @@ def create_pipeline(
         ),
     )
     # Teacher-forced decoder training; exports the serving SavedModel (JPEG bytes -> caption).
+    # The tracking settings ride along, so the epochs reach MLflow live under any orchestrator.
     trainer = tfx.components.Trainer(
-        run_fn="models.trainer.run_fn",
+        run_fn="components.trainer.run_fn.run_fn",
+        custom_executor_spec=executor_spec.ExecutorClassSpec(TrackedTrainerExecutor),
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         train_args=tfx.proto.TrainArgs(splits=[config.data.train_split]),
         eval_args=tfx.proto.EvalArgs(splits=[config.data.eval_split]),
-        custom_config=TrainerSections.of(config).to_custom_config(),
+        custom_config={**TrainerSections.of(config).to_custom_config(), TRACKING_KEY: settings_of(config).to_dict()},
     )
     # The latest blessed model so far: the baseline a new model must not fall behind.
     latest_blessed = tfx.dsl.Resolver(

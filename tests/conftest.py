@@ -51,6 +51,9 @@ class SmokeRun:
     pipeline_run_id: str | None = None  # the TFX run id (pipeline_run context in ML Metadata)
     mlflow_run_id: str | None = None  # the MLflow run recording it, on `mlflow_server`
     console: str | None = None  # what the run printed, when it ran as `python -m pipelines.local_runner`
+    # What an MLflow UI showed while the run went on, polled about twice a second:
+    # (MLflow run id, its status, its `loss` values so far as (epoch, timestamp)).
+    mlflow_samples: tuple[tuple[str, str, tuple[tuple[int, int], ...]], ...] = ()
 
 
 @pytest.fixture(scope="session")
@@ -72,37 +75,65 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory, mlflow_server) -> SmokeR
 
 
 @pytest.fixture(scope="session")
-def attention_run(tmp_path_factory: pytest.TempPathFactory) -> SmokeRun:
+def attention_run(tmp_path_factory: pytest.TempPathFactory, mlflow_server) -> SmokeRun:
     """The smoke pipeline with the attention decoder (profile smoke_attention), once a session.
 
     Run as a user runs it, `python -m pipelines.local_runner` in its own process with output
-    to a pipe, so its console can be checked (`console`). Recorded in its own sqlite MLflow
-    store under the run's root.
+    to a pipe, so its console can be checked (`console`), and recorded in `mlflow_server`,
+    which is polled meanwhile as a UI would (`mlflow_samples`).
     """
-    return _run_pipeline_command(tmp_path_factory.mktemp("attention_run"), "smoke_attention")
+    return _run_pipeline_command(tmp_path_factory.mktemp("attention_run"), "smoke_attention", mlflow_server.uri)
 
 
-def _run_pipeline_command(output_root: Path, profile: str) -> SmokeRun:
+def _run_pipeline_command(output_root: Path, profile: str, tracking_uri: str) -> SmokeRun:
     import re
     import subprocess
     import sys
+    import threading
 
     from tracking.run_record import find_run_id
 
-    config = smoke_config(output_root, profile=profile)
+    config = smoke_config(output_root, profile=profile, **{"mlflow.tracking_uri": tracking_uri})
     overrides = [f"--set=pipeline.output_root={config.output_root}", f"--set=data.data_dir={config.data_dir}",
-                 f"--set=push.base_dir={config.push_dir}"]
+                 f"--set=push.base_dir={config.push_dir}", f"--set=mlflow.tracking_uri={tracking_uri}"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAPTIONER_")}  # env beats --set
-    result = subprocess.run(
-        [sys.executable, "-m", "pipelines.local_runner", "--profile", profile, *overrides],
-        cwd=Path(__file__).resolve().parent.parent, env=env, capture_output=True, text=True, timeout=1200,
-    )
+    samples: list = []
+    stop = threading.Event()
+    poller = threading.Thread(target=_poll_mlflow, args=(config, stop, samples), daemon=True)
+    poller.start()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "pipelines.local_runner", "--profile", profile, *overrides],
+            cwd=Path(__file__).resolve().parent.parent, env=env, capture_output=True, text=True, timeout=1200,
+        )
+    finally:
+        stop.set()
+        poller.join(timeout=30)
     console = result.stderr + result.stdout
     assert result.returncode == 0, console
     root = config.output_root
     mlflow_run = re.search(r"^MLflow run ([0-9a-f]{32}) in ", result.stdout, re.M)
     return SmokeRun(config, root / "tfx", root / "metadata.db", find_run_id(root / "metadata.db", config.pipeline.name),
-                    mlflow_run.group(1) if mlflow_run else None, console)
+                    mlflow_run.group(1) if mlflow_run else None, console, tuple(samples))
+
+
+def _poll_mlflow(config: Config, stop, samples: list) -> None:
+    """Until `stop`: the runs of config's pipeline on its tracking server and their `loss` so far."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(config.mlflow.tracking_uri)
+    while not stop.wait(0.5):
+        try:
+            experiment = client.get_experiment_by_name(config.mlflow.experiment)
+            if experiment is None:
+                continue
+            runs = client.search_runs([experiment.experiment_id],
+                                      filter_string=f"tags.pipeline_name = '{config.pipeline.name}'")
+            for run in runs:
+                loss = client.get_metric_history(run.info.run_id, "loss")
+                samples.append((run.info.run_id, run.info.status, tuple((m.step, m.timestamp) for m in loss)))
+        except Exception:  # noqa: BLE001 - a sample missed while the server is busy
+            continue
 
 
 def _run_pipeline(config: Config) -> SmokeRun:

@@ -33,7 +33,8 @@ def test_the_run_ends_with_scores_gate_push_and_next_commands(attention_run):
     assert re.search(r"scores on \d+ images: BLEU-1 [\d.]+, BLEU-4 [\d.]+, CIDEr-D [\d.]+", tail)
     assert re.search(r"^gate: (blessed|not blessed): ", tail, re.M)
     assert re.search(r"^pushed: version 1 under ", tail, re.M)
-    assert "serving.local_server --model-base" in tail and "caption photo.jpg" in tail and "tracking.ui" in tail
+    assert "serving.local_server --model-base" in tail and "caption photo.jpg" in tail
+    assert f"open {attention_run.config.mlflow.tracking_uri}" in tail  # the run's MLflow UI
 
 
 def test_the_full_log_file_keeps_what_the_console_hid(attention_run):

@@ -46,7 +46,7 @@ from models.contract import (
     SCHEMA_FILE,
     STATISTICS_FILE,
 )
-from tracking import report
+from tracking import live, report
 from tracking.run_record import RunRecord, record_pipeline_run
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,11 @@ def log_pipeline_run(
             logger = _RunLogger(config, record, Path(tmp))
             client = mlflow.MlflowClient()
             start_ms = int(span[0] * 1000) if span else None
-            run = mlflow.start_run(client.create_run(experiment_id, start_time=start_ms, run_name=run_name).info.run_id)
+            # The run the Trainer opened to log its epochs live, if it did; else a new one.
+            run_id = live.find_run(client, experiment_id, record.run_id) if record.run_id else None
+            if run_id is None:
+                run_id = client.create_run(experiment_id, start_time=start_ms, run_name=run_name).info.run_id
+            run = mlflow.start_run(run_id)
             try:
                 logger.log_all(data_hash, status, error)
             finally:
@@ -162,20 +166,7 @@ def _experiment_id(config: Config) -> str:
     decide), its artifacts go beside the database: `<db dir>/mlartifacts/<experiment>`."""
     from mlflow import MlflowClient
 
-    client = MlflowClient()
-    name = config.mlflow.experiment
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    root = sqlite_artifact_root(config)
-    location = None if root is None else (root / name).as_uri()
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except Exception:  # created meanwhile by another process
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            raise
-        return experiment.experiment_id
+    return live.experiment_id(MlflowClient(), config.mlflow.experiment, live.settings_of(config).artifact_location)
 
 
 class _RunLogger:
@@ -349,13 +340,15 @@ class _RunLogger:
         history_path = self.record.model_run.uri / HISTORY_FILE
         history = json.loads(history_path.read_text())
         now = int(time.time() * 1000)
+        run_id = mlflow.active_run().info.run_id
+        client = mlflow.MlflowClient()
+        # The Trainer logged the epochs live (each at its end): back-fill only what it did not.
         metrics = [
             Metric(key, float(value), now, epoch)
             for key in HISTORY_METRICS
+            if not live.has_metric(client, run_id, key)
             for epoch, value in enumerate(history.get(key) or [], start=1)
         ]
-        run_id = mlflow.active_run().info.run_id
-        client = mlflow.MlflowClient()
         for start in range(0, len(metrics), 1000):  # log_batch takes at most 1000 metrics
             client.log_batch(run_id, metrics=metrics[start : start + 1000])
         if history.get("loss"):

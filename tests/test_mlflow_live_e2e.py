@@ -1,0 +1,39 @@
+"""MLflow while a pipeline runs: the Trainer logs each epoch as it ends, into the one MLflow
+run of the TFX pipeline run, which the runner's final record completes. Uses the session's
+attention run (its own process), recorded on the real `mlflow server` and polled meanwhile."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests import mlmd
+
+pytestmark = pytest.mark.e2e
+
+
+def test_the_epochs_arrive_while_training_is_still_going(attention_run):
+    samples = attention_run.mlflow_samples
+    assert samples, "the poller saw no run of the pipeline at all"
+    epochs = len(json.loads((mlmd.latest_uri(attention_run.metadata_path, "ModelRun") / "history.json").read_text())["loss"])
+    # A UI polling the server saw the run RUNNING with some of the epochs but not all of them yet.
+    partial = [len(loss) for _, status, loss in samples if status == "RUNNING" and 0 < len(loss) < epochs]
+    assert partial, f"no sample caught the training half way ({epochs} epochs; samples: {sorted({len(s[2]) for s in samples})})"
+    assert len(set(partial)) >= 2, f"the epochs did not come one by one: {sorted(set(partial))}"
+
+
+def test_one_run_per_pipeline_run_with_each_epoch_stamped_when_it_ended(attention_run, mlflow_server):
+    from mlflow import MlflowClient
+
+    assert {run_id for run_id, _, _ in attention_run.mlflow_samples} == {attention_run.mlflow_run_id}
+    client = MlflowClient(mlflow_server.uri)
+    run = client.get_run(attention_run.mlflow_run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["pipeline_run_id"] == attention_run.pipeline_run_id
+    history = json.loads((mlmd.latest_uri(attention_run.metadata_path, "ModelRun") / "history.json").read_text())
+    for key in ("loss", "val_loss", "epoch_seconds"):
+        logged = client.get_metric_history(run.info.run_id, key)
+        assert [m.step for m in logged] == list(range(1, len(history[key]) + 1)), key  # each epoch once
+        stamps = [m.timestamp for m in logged]
+        assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps), f"{key}: not logged epoch by epoch"
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "loss")] == pytest.approx(history["loss"])
