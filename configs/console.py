@@ -126,6 +126,7 @@ class Progress:
         self.description, self.total, self.unit, self.log, self.interval = description, total, unit, logger, interval
         self.done = 0
         self._started = self._last = time.monotonic()
+        self._first: tuple[float, int] | None = None  # (time, done) at the first update
         self._bar = None
         if bars_enabled():
             from tqdm import tqdm
@@ -134,6 +135,8 @@ class Progress:
 
     def update(self, count: int = 1) -> None:
         self.done += count
+        if self._first is None:  # the first unit carries the start-up (tracing, model loading)
+            self._first = (time.monotonic(), self.done)
         if self._bar is not None:
             self._bar.update(count)
             return
@@ -144,8 +147,10 @@ class Progress:
 
     def line(self, now: float | None = None) -> str:
         """`description: done/total unit (pct), rate unit/s, ETA s` as far as known."""
-        elapsed = max((now or time.monotonic()) - self._started, 1e-9)
-        rate = self.done / elapsed
+        now = now or time.monotonic()
+        rate = self.done / max(now - self._started, 1e-9)
+        if self._first is not None and now > self._first[0] and self.done > self._first[1]:
+            rate = (self.done - self._first[1]) / (now - self._first[0])  # the steady rate, after start-up
         if self.total:
             left = (self.total - self.done) / rate if rate > 0 else float("inf")
             return (f"{self.description}: {self.done}/{self.total} {self.unit} ({100 * self.done / self.total:.0f}%), "
