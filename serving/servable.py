@@ -74,7 +74,7 @@ class Servable:
             parts.append({name: tensor.numpy() for name, tensor in outputs.items()})
         if len(parts) == 1:
             return parts[0]
-        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+        return {name: join_batches([part[name] for part in parts]) for name in parts[0]}
 
     def warm_up(self) -> None:
         """Calls every signature once on a tiny image, so the first request is not the slow one."""
@@ -107,6 +107,20 @@ class Servable:
                 }
             },
         }
+
+
+def join_batches(arrays: list[np.ndarray]) -> np.ndarray:
+    """The outputs of several graph calls as one batch: joined on axis 0, each first padded on
+    the other axes to the largest size among them (a call's captions, and so its words and
+    attention rows, are as long as its own longest one); strings pad with "", numbers with 0,
+    as the model pads past <end>."""
+    shape = np.max([a.shape for a in arrays], axis=0)
+    padded = []
+    for a in arrays:
+        widths = [(0, 0)] + [(0, int(size - have)) for size, have in zip(shape[1:], a.shape[1:])]
+        fill = b"" if a.dtype == object else 0
+        padded.append(np.pad(a, widths, constant_values=fill) if any(w for _, w in widths) else a)
+    return np.concatenate(padded)
 
 
 def read_signature_defs(path: Path) -> dict:

@@ -411,3 +411,17 @@ def test_good_server_flags_parse():
     assert (args.port, args.poll_seconds, args.num_versions, args.max_body_mb) == (0, 0.5, 2, 0.5)
     assert (args.header_timeout, args.body_timeout, args.max_connections, args.enable_cors_support) == (5, 7, 3, True)
     assert args.log_level == "DEBUG"
+
+
+def test_joined_graph_calls_pad_each_call_to_the_longest_caption():
+    """A batch split into graph calls (--max-execution-batch-size) gets captions of different
+    lengths per call: words and attention rows are padded as the model pads past <end>."""
+    from serving.servable import join_batches
+
+    words = join_batches([np.array([[b"a", b"dog"]], dtype=object), np.array([[b"a", b"man", b"runs"], [b"", b"", b""]], dtype=object)])
+    assert words.tolist() == [[b"a", b"dog", b""], [b"a", b"man", b"runs"], [b"", b"", b""]]
+    weights = join_batches([np.ones((1, 2, 4), np.float32), np.full((1, 3, 4), 0.5, np.float32)])
+    assert weights.shape == (2, 3, 4) and weights.dtype == np.float32
+    assert weights[0].tolist() == [[1.0] * 4, [1.0] * 4, [0.0] * 4] and weights[1].tolist() == [[0.5] * 4] * 3
+    captions = join_batches([np.array([b"x"], dtype=object), np.array([b"y", b"z"], dtype=object)])
+    assert captions.tolist() == [b"x", b"y", b"z"]
