@@ -34,6 +34,9 @@ HISTORY_FILE = "history.json"  # the Trainer's ModelRun
 METRICS_FILE = "metrics.json"  # BleuEvaluator's CaptionEvaluation
 PREDICTIONS_FILE = "predictions.jsonl"  # BleuEvaluator's CaptionEvaluation
 PUSH_FILE = "push.json"  # CaptionPusher's PushedModel
+# The Trainer's facts about a model (vocabulary size, epochs, run ids), inside the serving
+# SavedModel where TF Serving ignores them: <Format-Serving>/assets.extra/training.json.
+TRAINING_FACTS_FILE = "assets.extra/training.json"
 SCHEMA_FILE = "schema.pbtxt"  # ImportSchemaGen's Schema (TFX's own name)
 STATISTICS_FILE = "FeatureStats.pb"  # StatisticsGen, under Split-<name>/ (TFX's own name)
 

@@ -26,6 +26,7 @@ from configs.console import Progress
 from models.attention import AttentionCaptioner
 from models.backbones import get_backbone
 from models.contract import (
+    TRAINING_FACTS_FILE,
     CAPTION_IDS_KEY,
     HISTORY_FILE,
     TRANSFORMED_FEATURES_KEY,
@@ -240,6 +241,15 @@ def run_fn(fn_args: Any, extra_callbacks: Sequence[keras.callbacks.Callback] = (
         max_image_pixels=cfg.serving.max_image_pixels,
     )
     log.info("exported the serving model to %s in %.1f s", fn_args.serving_model_dir, time.monotonic() - started)
+    write_training_facts(fn_args.serving_model_dir, {"vocabulary_size": len(vocabulary), "epochs_trained": len(history["loss"])})
+
+
+def write_training_facts(serving_model_dir: str | Path, facts: dict[str, Any]) -> None:
+    """Adds `facts` to the model's training facts (TRAINING_FACTS_FILE), which the model card shows."""
+    path = Path(serving_model_dir) / TRAINING_FACTS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    known = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps({**known, **facts}, indent=2, sort_keys=True) + "\n")
 
 
 class _BatchProgress(keras.callbacks.Callback):

@@ -37,3 +37,14 @@ def test_one_run_per_pipeline_run_with_each_epoch_stamped_when_it_ended(attentio
         stamps = [m.timestamp for m in logged]
         assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps), f"{key}: not logged epoch by epoch"
     assert [m.value for m in client.get_metric_history(run.info.run_id, "loss")] == pytest.approx(history["loss"])
+
+
+def test_the_pushed_models_card_names_the_runs_that_trained_it(attention_run, mlflow_server):
+    from mlflow import MlflowClient
+
+    card = json.loads((attention_run.config.push_dir / "1" / "assets.extra" / "captioner_push.json").read_text())["card"]
+    assert card["pipeline_run_id"] == attention_run.pipeline_run_id
+    assert card["mlflow_run_id"] == attention_run.mlflow_run_id
+    run = MlflowClient(mlflow_server.uri).get_run(attention_run.mlflow_run_id)
+    assert str(card["vocabulary_size"]) == run.data.params["vocabulary_size"]  # counted from the Transform graph
+    assert card["epochs_trained"] == run.data.metrics["epochs_trained"]

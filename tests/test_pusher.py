@@ -175,6 +175,10 @@ def run_executor(tmp_path: Path, blessed: int, blessed_model_id: int = 1):
     model.uri = str(tmp_path / "model")
     model.id = 1
     fake_model(tmp_path / "model" / "Format-Serving", "a")
+    training = tmp_path / "model" / "Format-Serving" / "assets.extra" / "training.json"  # as the Trainer writes it
+    training.parent.mkdir(parents=True, exist_ok=True)
+    training.write_text(json.dumps({"vocabulary_size": 2529, "epochs_trained": 6, "pipeline_run_id": "2026-12-04T17:54:45.9",
+                                    "mlflow_run_id": "0518acb2ff144934950db18c07deb3b0"}))
     blessing = standard_artifacts.ModelBlessing()
     blessing.uri = str(tmp_path / "blessing")
     blessing.set_int_custom_property("blessed", blessed)
@@ -209,6 +213,8 @@ def test_executor_puts_the_model_card_in_the_pushed_version_where_tf_serving_ign
     assert card["summary"] == "EfficientNet-Lite0 + attention LSTM, trained on Flickr8k, BLEU-4 0.212, CIDEr-D 0.553 (dev split)"
     assert card["scores"] == {"bleu_4": 0.2125, "cider": 0.5531} and card["model_id"] == 1
     assert card["profile"] == "flickr8k_lite0" and "warning" not in card  # real data: no synthetic banner
+    assert (card["vocabulary_size"], card["epochs_trained"]) == (2529, 6)  # the Trainer's facts travel along
+    assert card["pipeline_run_id"] == "2026-12-04T17:54:45.9" and card["mlflow_run_id"] == "0518acb2ff144934950db18c07deb3b0"
 
 
 def test_executor_does_not_push_an_unblessed_model(tmp_path):

@@ -2,7 +2,8 @@
 
 Written into the version's `assets.extra/captioner_push.json` (TF Serving ignores
 `assets.extra/`), under "card": profile, dataset and its fingerprint, backbone, decoder,
-decoding, the eval scores, the TFX model id and the time. The local server serves it at
+decoding, the Trainer's facts (vocabulary size, epochs trained, the TFX pipeline run and the
+MLflow run that trained it), the eval scores, the TFX model id and the time. The local server serves it at
 `/model-card.json` and the web page shows its `summary`; a model trained on synthetic data
 gets a `warning` saying that it only knows coloured shapes. A pure function, no TFX.
 """
@@ -30,7 +31,8 @@ SYNTHETIC_WARNING = (
 
 def model_card(facts: Mapping[str, Any], scores: Mapping[str, float | None], model_id: int) -> dict[str, Any]:
     """The card of one pushed model: `facts` from the pipeline's config (profile, dataset,
-    data_fingerprint, backbone, decoder, decode), `scores` from its blessing."""
+    data_fingerprint, backbone, decoder, decode) and the Trainer (vocabulary_size,
+    epochs_trained, pipeline_run_id, mlflow_run_id), `scores` from its blessing."""
     backbone = _BACKBONES.get(facts.get("backbone", ""), facts.get("backbone", "unknown backbone"))
     decoder = _DECODERS.get(facts.get("decoder", ""), facts.get("decoder", "unknown decoder"))
     dataset = _DATASETS.get(facts.get("dataset", ""), facts.get("dataset", "unknown data"))

@@ -24,7 +24,7 @@ from tfx.types import artifact_utils
 
 from components.caption_pusher import push
 from components.caption_pusher.card import model_card
-from models.contract import PUSH_FILE
+from models.contract import PUSH_FILE, TRAINING_FACTS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,10 @@ class Executor(tfx_pusher.Executor):
                 "model_id": model.id,
                 "model_uri": model.uri,
                 "blessing_uri": blessing.uri,
-                "card": model_card(json.loads(exec_properties.get("card_facts") or "{}"), _scores(blessing), model.id),
+                "card": model_card(
+                    {**json.loads(exec_properties.get("card_facts") or "{}"), **_training_facts(self.GetModelPath(input_dict))},
+                    _scores(blessing), model.id,
+                ),
             },
         )
         reason = (
@@ -104,3 +107,9 @@ def _write_record(pushed: types.Artifact, record: dict[str, Any]) -> None:
     os.makedirs(pushed.uri, exist_ok=True)
     with open(os.path.join(pushed.uri, PUSH_FILE), "w") as f:
         json.dump(record, f, indent=2)
+
+
+def _training_facts(model_dir: str) -> dict[str, Any]:
+    """What the Trainer wrote about the model (vocabulary size, epochs, run ids); {} for a model without it."""
+    path = Path(model_dir) / TRAINING_FACTS_FILE
+    return json.loads(path.read_text()) if path.exists() else {}

@@ -31,8 +31,13 @@ def run_fn(fn_args: Any) -> None:
     custom_config = dict(fn_args.custom_config or {})
     tracking = custom_config.pop(TRACKING_KEY, None)
     fn_args.custom_config = custom_config
-    callbacks = [LiveEpochMetrics(live.TrackingSettings.from_dict(tracking))] if tracking else []
+    settings = live.TrackingSettings.from_dict(tracking) if tracking else None
+    callbacks = [LiveEpochMetrics(settings)] if settings else []
     trainer.run_fn(fn_args, extra_callbacks=callbacks)
+    if settings is not None:  # which runs trained it, for the model card
+        trainer.write_training_facts(fn_args.serving_model_dir, {
+            "pipeline_run_id": settings.pipeline_run_id, "mlflow_run_id": callbacks[0].run_id,
+        })
 
 
 class LiveEpochMetrics(keras.callbacks.Callback):
