@@ -27,7 +27,7 @@ from tfx.types import artifact_utils, channel, standard_artifacts  # noqa: E402
 from tfx.utils import io_utils  # noqa: E402
 
 from components.feature_extractor import extract  # noqa: E402
-from components.feature_extractor.examples import float_feature  # noqa: E402
+from components.feature_extractor.examples import float_feature, float_feature_bytes, output_example  # noqa: E402
 from components.feature_extractor.feature_model import BackboneArgs, FeatureModel, load_feature_model  # noqa: E402
 from components.feature_extractor.features_schema import features_schema  # noqa: E402
 from components.feature_extractor.component import FeatureExtractor  # noqa: E402
@@ -168,6 +168,18 @@ def test_grid_is_stored_row_major_and_pools_to_the_features(raw_examples, featur
         np.testing.assert_allclose(grid.reshape(GRID).mean(axis=(0, 1)), pooled, rtol=1e-4, atol=1e-5)
 
 
+def test_stored_features_and_grid_are_the_models_output_bit_for_bit(raw_examples, feature_model, tmp_path):
+    """Through the whole Beam step (read, batch, extract, serialize, write) no bit changes:
+    one image a batch on both sides, so the same kernels run on the same input."""
+    run_extraction(raw_examples, tmp_path, splits=("dev",), store_grid=True, batch_size=1)
+    raw, out = split_pair(raw_examples, tmp_path, "dev")
+    for image_id, example in out.items():
+        expected = feature_model([values(raw[image_id], "image/encoded")[0]], with_grid=True)
+        for key, name in ((contract.IMAGE_FEATURES_KEY, "pooled"), (contract.IMAGE_GRID_KEY, "grid")):
+            got = np.array(values(example, key), np.float32)
+            np.testing.assert_array_equal(got.view(np.uint32), expected[name][0].reshape(-1).view(np.uint32))
+
+
 def test_dofn_takes_dicts_and_names_an_image_that_does_not_decode(raw_examples, feature_model):
     raw = list(by_id(read_records(str(raw_examples / "Split-dev" / "*.gz"))).values())[0]
     good = {
@@ -191,7 +203,42 @@ def test_float_feature_matches_the_proto_constructor():
     rng = np.random.default_rng(0)
     for n in (0, 1, 127, 128, 16_384, 62_720):
         arr = rng.standard_normal(n).astype(np.float32)
-        assert float_feature(arr) == tf.train.Feature(float_list=tf.train.FloatList(value=arr))
+        stock = tf.train.Feature(float_list=tf.train.FloatList(value=arr))
+        assert float_feature(arr) == stock
+        if n:  # protobuf leaves an empty packed field out; the bytes parse equal anyway
+            assert float_feature_bytes(arr) == stock.SerializeToString()
+
+
+def awkward_floats(n: int) -> np.ndarray:
+    """float32 values whose bits a lossy or reordering writer would change."""
+    special = np.array([0.0, -0.0, 1e-45, -1e-45, 1.1754942e-38, 3.4028235e38, -3.4028235e38, 1 / 3], np.float32)
+    rng = np.random.default_rng(7)
+    return np.concatenate([special, rng.standard_normal(n - len(special)).astype(np.float32)])
+
+
+def test_output_example_is_read_back_bit_for_bit_with_the_features_schema():
+    """What the writer stores, Transform's parser (the features schema's spec) reads back
+    bit for bit, the grid row-major; a stale value of a feature key is replaced."""
+    from tensorflow_transform.tf_metadata import schema_utils
+
+    grid = awkward_floats(int(np.prod(GRID))).reshape(GRID)
+    pooled = awkward_floats(DIM)
+    raw = tf.train.Example()
+    raw.features.feature["image_id"].bytes_list.value.append(b"x")
+    raw.features.feature["captions"].bytes_list.value.extend([b"a b .", b"c ."])
+    raw.features.feature[contract.IMAGE_ENCODED_KEY].bytes_list.value.append(b"jpeg")
+    raw.features.feature[contract.IMAGE_FEATURES_KEY].float_list.value.extend([9.0, 9.0])
+    serialized = output_example(raw, pooled, grid).SerializeToString()
+
+    schema = features_schema(io_utils.SchemaReader().read(str(RAW_SCHEMA)), DIM, GRID)
+    spec = schema_utils.schema_as_feature_spec(schema).feature_spec
+    parsed = tf.io.parse_example(tf.constant([serialized]), spec)
+    got_grid = parsed[contract.IMAGE_GRID_KEY].numpy()[0]
+    got_pooled = parsed[contract.IMAGE_FEATURES_KEY].numpy()[0]
+    assert got_grid.dtype == np.float32 and got_grid.shape == (int(np.prod(GRID)),)
+    np.testing.assert_array_equal(got_grid.view(np.uint32), grid.reshape(-1).view(np.uint32))
+    np.testing.assert_array_equal(got_pooled.view(np.uint32), pooled.view(np.uint32))
+    assert contract.IMAGE_ENCODED_KEY not in tf.train.Example.FromString(serialized).features.feature
 
 
 # --- the schema --------------------------------------------------------------------------
