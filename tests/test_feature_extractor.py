@@ -351,3 +351,16 @@ def test_features_are_written_uncompressed(features):
         assert files and all(f.name.startswith(extract.OUTPUT_PREFIX) and f.suffix != ".gz" for f in files)
         with open(files[0], "rb") as f:
             assert f.read(2) != b"\x1f\x8b"  # the gzip magic
+
+
+def test_hardware_crc32c_gives_the_checksums_of_beams_fallback():
+    """The writer's checksums stay what crcmod (Beam's fallback) computes; tf.data, which
+    reads every features file in these tests, verifies them on each record."""
+    import crcmod.predefined
+    from apache_beam.io import tfrecordio
+
+    reference = crcmod.predefined.mkPredefinedCrcFun("crc-32c")
+    assert extract.use_hardware_crc32c()
+    rng = np.random.default_rng(1)
+    for data in (b"", b"a", rng.bytes(1000), float_feature_bytes(awkward_floats(62_720))):
+        assert tfrecordio._default_crc32c_fn(data) == reference(data)

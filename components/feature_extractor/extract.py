@@ -17,6 +17,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import apache_beam as beam
 import tensorflow as tf
+from apache_beam.io import tfrecordio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.metrics.metric import MetricsFilter
 
@@ -53,6 +54,7 @@ class ExtractFeatures(beam.DoFn):
         self._model_ms = beam.metrics.Metrics.counter(NAMESPACE, f"{split}/model_ms")
 
     def setup(self) -> None:
+        use_hardware_crc32c()  # here, in the worker that runs the fused Write step too
         self._model = load_feature_model(self._args)
         self._progress = Progress(f"features [{self._split}]", self._total, "images", log)
 
@@ -98,6 +100,25 @@ class ExtractFeatures(beam.DoFn):
                 self._bundle_model_s,
                 self._bundle_images / max(self._bundle_model_s, 1e-9),
             )
+
+
+def use_hardware_crc32c() -> bool:
+    """Make Beam's TFRecord writer checksum records with google-crc32c's C (SSE4.2) code.
+
+    Without python-snappy, Beam 2.59 falls back to crcmod's table code: 0.6 ms for a 250 KB
+    grid record, 4% of the backbone's time an image; google-crc32c takes 0.01 ms for the
+    same (equal) checksum. Beam keeps its chosen function in `_default_crc32c_fn.fn` and
+    only picks one while that is None, so this sets it first. Returns whether it did;
+    without google-crc32c's C build Beam's own choice stays.
+    """
+    try:
+        import google_crc32c
+    except ImportError:
+        return False
+    if google_crc32c.implementation != "c":
+        return False
+    tfrecordio._default_crc32c_fn.fn = google_crc32c.value
+    return True
 
 
 def _decode_failure(examples: list[tf.train.Example], encoded: list[bytes], error: Exception) -> str:
