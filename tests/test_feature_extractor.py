@@ -345,7 +345,7 @@ def test_executor_writes_examples_tf_transform_can_parse(raw_examples, feature_m
 
 
 def test_features_are_written_uncompressed(features):
-    """gzip shrank a grid example 6x but took a quarter of the backbone's time (see extract.py)."""
+    """gzip shrank a grid example 6x but took over a third of the backbone's time (extract.py)."""
     for split in SPLITS:
         files = sorted((features / f"Split-{split}").iterdir())
         assert files and all(f.name.startswith(extract.OUTPUT_PREFIX) and f.suffix != ".gz" for f in files)
