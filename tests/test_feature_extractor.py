@@ -20,14 +20,16 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
+from apache_beam.testing import util as beam_testing  # noqa: E402
 from tfx.components.util import examples_utils  # noqa: E402
 from tfx.dsl.components.base import base_beam_executor  # noqa: E402
 from tfx.proto import example_gen_pb2  # noqa: E402
 from tfx.types import artifact_utils, channel, standard_artifacts  # noqa: E402
 from tfx.utils import io_utils  # noqa: E402
+from tfx_bsl.public import tfxio  # noqa: E402
 
 from components.feature_extractor import extract  # noqa: E402
-from components.feature_extractor.examples import float_feature  # noqa: E402
+from components.feature_extractor.examples import float_feature, float_feature_bytes, output_example  # noqa: E402
 from components.feature_extractor.feature_model import BackboneArgs, FeatureModel, load_feature_model  # noqa: E402
 from components.feature_extractor.features_schema import features_schema  # noqa: E402
 from components.feature_extractor.component import FeatureExtractor  # noqa: E402
@@ -52,10 +54,19 @@ def make_pipeline() -> beam.Pipeline:
     return beam.Pipeline(options=PipelineOptions(["--direct_running_mode=in_memory"]))
 
 
-def read_records(pattern: str) -> list[tf.train.Example]:
+def serialized_records(pattern: str) -> list[bytes]:
+    """The records of TFRecord files, gzipped (*.gz: raw examples) or not (features)."""
     files = sorted(tf.io.gfile.glob(pattern))
     assert files, f"no files match {pattern}"
-    return [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+    return [
+        r.numpy()
+        for f in files
+        for r in tf.data.TFRecordDataset(f, compression_type="GZIP" if f.endswith(".gz") else "")
+    ]
+
+
+def read_records(pattern: str) -> list[tf.train.Example]:
+    return [tf.train.Example.FromString(r) for r in serialized_records(pattern)]
 
 
 def values(example: tf.train.Example, key: str) -> list:
@@ -117,7 +128,7 @@ def features(raw_examples, feature_model, tmp_path_factory) -> Path:
 
 def split_pair(raw_dir: Path, out_dir: Path, split: str):
     raw = by_id(read_records(str(raw_dir / f"Split-{split}" / "*.gz")))
-    out = by_id(read_records(str(out_dir / f"Split-{split}" / "*.gz")))
+    out = by_id(read_records(str(out_dir / f"Split-{split}" / "*")))
     return raw, out
 
 
@@ -128,7 +139,7 @@ def split_pair(raw_dir: Path, out_dir: Path, split: str):
 def test_one_output_per_image_with_ids_and_captions(raw_examples, features, split):
     raw, out = split_pair(raw_examples, features, split)
     assert len(raw) % BATCH != 0  # a short last batch is not lost
-    assert len(read_records(str(features / f"Split-{split}" / "*.gz"))) == len(raw)
+    assert len(read_records(str(features / f"Split-{split}" / "*"))) == len(raw)
     assert set(out) == set(raw)
     for image_id, example in out.items():
         assert set(example.features.feature) == {"image_id", "captions", contract.IMAGE_FEATURES_KEY}
@@ -168,6 +179,18 @@ def test_grid_is_stored_row_major_and_pools_to_the_features(raw_examples, featur
         np.testing.assert_allclose(grid.reshape(GRID).mean(axis=(0, 1)), pooled, rtol=1e-4, atol=1e-5)
 
 
+def test_stored_features_and_grid_are_the_models_output_bit_for_bit(raw_examples, feature_model, tmp_path):
+    """Through the whole Beam step (read, batch, extract, serialize, write) no bit changes:
+    one image a batch on both sides, so the same kernels run on the same input."""
+    run_extraction(raw_examples, tmp_path, splits=("dev",), store_grid=True, batch_size=1)
+    raw, out = split_pair(raw_examples, tmp_path, "dev")
+    for image_id, example in out.items():
+        expected = feature_model([values(raw[image_id], "image/encoded")[0]], with_grid=True)
+        for key, name in ((contract.IMAGE_FEATURES_KEY, "pooled"), (contract.IMAGE_GRID_KEY, "grid")):
+            got = np.array(values(example, key), np.float32)
+            np.testing.assert_array_equal(got.view(np.uint32), expected[name][0].reshape(-1).view(np.uint32))
+
+
 def test_dofn_takes_dicts_and_names_an_image_that_does_not_decode(raw_examples, feature_model):
     raw = list(by_id(read_records(str(raw_examples / "Split-dev" / "*.gz"))).values())[0]
     good = {
@@ -191,7 +214,42 @@ def test_float_feature_matches_the_proto_constructor():
     rng = np.random.default_rng(0)
     for n in (0, 1, 127, 128, 16_384, 62_720):
         arr = rng.standard_normal(n).astype(np.float32)
-        assert float_feature(arr) == tf.train.Feature(float_list=tf.train.FloatList(value=arr))
+        stock = tf.train.Feature(float_list=tf.train.FloatList(value=arr))
+        assert float_feature(arr) == stock
+        if n:  # protobuf leaves an empty packed field out; the bytes parse equal anyway
+            assert float_feature_bytes(arr) == stock.SerializeToString()
+
+
+def awkward_floats(n: int) -> np.ndarray:
+    """float32 values whose bits a lossy or reordering writer would change."""
+    special = np.array([0.0, -0.0, 1e-45, -1e-45, 1.1754942e-38, 3.4028235e38, -3.4028235e38, 1 / 3], np.float32)
+    rng = np.random.default_rng(7)
+    return np.concatenate([special, rng.standard_normal(n - len(special)).astype(np.float32)])
+
+
+def test_output_example_is_read_back_bit_for_bit_with_the_features_schema():
+    """What the writer stores, Transform's parser (the features schema's spec) reads back
+    bit for bit, the grid row-major; a stale value of a feature key is replaced."""
+    from tensorflow_transform.tf_metadata import schema_utils
+
+    grid = awkward_floats(int(np.prod(GRID))).reshape(GRID)
+    pooled = awkward_floats(DIM)
+    raw = tf.train.Example()
+    raw.features.feature["image_id"].bytes_list.value.append(b"x")
+    raw.features.feature["captions"].bytes_list.value.extend([b"a b .", b"c ."])
+    raw.features.feature[contract.IMAGE_ENCODED_KEY].bytes_list.value.append(b"jpeg")
+    raw.features.feature[contract.IMAGE_FEATURES_KEY].float_list.value.extend([9.0, 9.0])
+    serialized = output_example(raw, pooled, grid).SerializeToString()
+
+    schema = features_schema(io_utils.SchemaReader().read(str(RAW_SCHEMA)), DIM, GRID)
+    spec = schema_utils.schema_as_feature_spec(schema).feature_spec
+    parsed = tf.io.parse_example(tf.constant([serialized]), spec)
+    got_grid = parsed[contract.IMAGE_GRID_KEY].numpy()[0]
+    got_pooled = parsed[contract.IMAGE_FEATURES_KEY].numpy()[0]
+    assert got_grid.dtype == np.float32 and got_grid.shape == (int(np.prod(GRID)),)
+    np.testing.assert_array_equal(got_grid.view(np.uint32), grid.reshape(-1).view(np.uint32))
+    np.testing.assert_array_equal(got_pooled.view(np.uint32), pooled.view(np.uint32))
+    assert contract.IMAGE_ENCODED_KEY not in tf.train.Example.FromString(serialized).features.feature
 
 
 # --- the schema --------------------------------------------------------------------------
@@ -275,8 +333,34 @@ def test_executor_writes_examples_tf_transform_can_parse(raw_examples, feature_m
     assert spec["image_id"] == tf.io.FixedLenFeature([1], tf.string)
     assert isinstance(spec["captions"], tf.io.VarLenFeature)
     for split in SPLITS:
-        files = tf.io.gfile.glob(os.path.join(artifact_utils.get_split_uri([features], split), "*.gz"))
-        serialized = [r for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
-        parsed = tf.io.parse_example(tf.stack(serialized), spec)
+        split_uri = artifact_utils.get_split_uri([features], split)
+        serialized = serialized_records(os.path.join(split_uri, "*"))
+        parsed = tf.io.parse_example(tf.constant(serialized), spec)
         assert parsed[contract.IMAGE_FEATURES_KEY].shape == (len(serialized), DIM)
         assert parsed["captions"].dense_shape[1] == 5
+        # The way TFX Transform reads an Examples split (every file, compression by suffix).
+        with make_pipeline() as pipeline:
+            records = pipeline | tfxio.TFExampleRecord(io_utils.all_files_pattern(split_uri)).RawRecordBeamSource()
+            beam_testing.assert_that(records | beam.combiners.Count.Globally(), beam_testing.equal_to([len(serialized)]))
+
+
+def test_features_are_written_uncompressed(features):
+    """gzip shrank a grid example 6x but took over a third of the backbone's time (extract.py)."""
+    for split in SPLITS:
+        files = sorted((features / f"Split-{split}").iterdir())
+        assert files and all(f.name.startswith(extract.OUTPUT_PREFIX) and f.suffix != ".gz" for f in files)
+        with open(files[0], "rb") as f:
+            assert f.read(2) != b"\x1f\x8b"  # the gzip magic
+
+
+def test_hardware_crc32c_gives_the_checksums_of_beams_fallback():
+    """The writer's checksums stay what crcmod (Beam's fallback) computes; tf.data, which
+    reads every features file in these tests, verifies them on each record."""
+    import crcmod.predefined
+    from apache_beam.io import tfrecordio
+
+    reference = crcmod.predefined.mkPredefinedCrcFun("crc-32c")
+    assert extract.use_hardware_crc32c()
+    rng = np.random.default_rng(1)
+    for data in (b"", b"a", rng.bytes(1000), float_feature_bytes(awkward_floats(62_720))):
+        assert tfrecordio._default_crc32c_fn(data) == reference(data)

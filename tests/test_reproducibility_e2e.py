@@ -30,8 +30,8 @@ FEATURE_TOLERANCE = 1e-4
 def _features(metadata_path: Path) -> dict[bytes, np.ndarray]:
     uri = mlmd.live_artifacts(metadata_path, "Examples", "FeatureExtractor")[0].uri
     features = {}
-    for path in sorted(Path(uri).glob("Split-*/*.gz")):
-        for record in tf.data.TFRecordDataset(str(path), compression_type="GZIP"):
+    for path in sorted(Path(uri).glob("Split-*/*")):  # uncompressed; gzipped before #17
+        for record in tf.data.TFRecordDataset(str(path), compression_type="GZIP" if path.suffix == ".gz" else ""):
             feature = tf.train.Example.FromString(record.numpy()).features.feature
             features[feature["image_id"].bytes_list.value[0]] = np.array(feature["image/features"].float_list.value)
     return features

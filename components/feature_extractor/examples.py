@@ -70,28 +70,37 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def float_feature(values: np.ndarray) -> tf.train.Feature:
-    """A float_list Feature, built from the packed wire format.
+def float_feature_bytes(values: np.ndarray) -> bytes:
+    """A float_list Feature in its wire format (packed little-endian float32).
 
-    Equal to `Feature(float_list=FloatList(value=values))`, but without a Python float
-    object per value, which for a grid of tens of thousands of floats would cost a sizeable
-    share of the backbone's time per image (bench/features.py measures it).
+    Equal to `Feature(float_list=FloatList(value=values)).SerializeToString()`, but without
+    a Python float object per value, which for a grid of tens of thousands of floats would
+    cost a sizeable share of the backbone's time per image (bench/features.py measures it).
     """
     packed = np.ascontiguousarray(values, dtype="<f4").reshape(-1).tobytes()
     float_list = b"\x0a" + _varint(len(packed)) + packed  # FloatList.value = 1, packed
-    feature = b"\x12" + _varint(len(float_list)) + float_list  # Feature.float_list = 2
-    return tf.train.Feature.FromString(feature)
+    return b"\x12" + _varint(len(float_list)) + float_list  # Feature.float_list = 2
+
+
+def float_feature(values: np.ndarray) -> tf.train.Feature:
+    """`float_feature_bytes` parsed: a float_list Feature of `values`."""
+    return tf.train.Feature.FromString(float_feature_bytes(values))
 
 
 def output_example(
     raw: tf.train.Example, pooled: np.ndarray, grid: np.ndarray | None = None
 ) -> tf.train.Example:
-    """The raw example without the image, plus its features (and grid, row-major)."""
+    """The raw example without the image, plus its features (and grid, row-major).
+
+    The features are parsed straight into the example's map: `CopyFrom` of a parsed Feature
+    costs about 1.2 ms for a 62,720-float grid (the backbone takes about 11 ms an image on
+    2 idle cores), parsing in place 0.02 ms.
+    """
     out = tf.train.Example()
     for key, feature in raw.features.feature.items():
         if key not in DROPPED_KEYS:
             out.features.feature[key].CopyFrom(feature)
-    out.features.feature[IMAGE_FEATURES_KEY].CopyFrom(float_feature(pooled))
+    out.features.feature[IMAGE_FEATURES_KEY].ParseFromString(float_feature_bytes(pooled))
     if grid is not None:
-        out.features.feature[IMAGE_GRID_KEY].CopyFrom(float_feature(grid))
+        out.features.feature[IMAGE_GRID_KEY].ParseFromString(float_feature_bytes(grid))
     return out
