@@ -34,9 +34,9 @@ OUTPUT_PREFIX = "data_tfrecord"
 # Bump when a code change alters the features of the same images with the same weights
 # (decoding, resizing, the backbone port): TFX's cache then recomputes them.
 FEATURE_VERSION = 1
-# The features are written uncompressed. gzip shrinks a grid example (62,720 floats, mostly
-# the zeros of ReLU6) 6x, but takes 4-5 ms an image, over a third of the backbone's own
-# 11 ms on 2 idle cores (bench/features.py --store-grid). Readers pick the compression by file suffix
+# The features are written uncompressed: gzip shrinks a grid example (mostly the zeros of
+# ReLU6) several times but costs a large share of the backbone's own time (README,
+# Performance: bench/features.py --store-grid). Readers pick the compression by file suffix
 # (TFX Transform's tfxio does), so artifacts of either kind read the same.
 OUTPUT_COMPRESSION = CompressionTypes.UNCOMPRESSED
 
@@ -105,9 +105,9 @@ class ExtractFeatures(beam.DoFn):
 def use_hardware_crc32c() -> bool:
     """Make Beam's TFRecord writer checksum records with google-crc32c's C (SSE4.2) code.
 
-    Without python-snappy, Beam 2.59 falls back to crcmod's table code: 0.6 ms for a 250 KB
-    grid record, 5% of the backbone's time an image; google-crc32c takes 0.01 ms for the
-    same (equal) checksum. Beam keeps its chosen function in `_default_crc32c_fn.fn` and
+    Without python-snappy, Beam 2.59 falls back to crcmod's pure-Python table code, a
+    noticeable share of the time of a grid record (README, Performance); google-crc32c
+    computes the same checksum in C. Beam keeps its chosen function in `_default_crc32c_fn.fn` and
     only picks one while that is None, so this sets it first. Returns whether it did;
     without google-crc32c's C build Beam's own choice stays.
     """
