@@ -114,6 +114,10 @@ def setup_console(log_file: Path | None, verbose: bool = False) -> None:
     # (`get_verbosity`/`set_verbosity`), which would put absl back at its default WARNING and
     # drop the step records StepLines reads. Setting the flag itself keeps INFO through exports.
     absl_logging.set_verbosity(absl_logging.INFO)
+    # MLflow writes "View run ... at: <url>" to stdout when a run on a server ends; the summary
+    # names the run and its UI already.
+    if not verbose:
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     # MLflow sets its own logger up when imported (later), from this variable.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
 

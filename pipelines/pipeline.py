@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Callable
 
 from tfx import v1 as tfx
-from tfx.dsl.components.base import executor_spec
 
 from components.anomalies_check.component import AnomaliesCheck
 from components.bleu_evaluator.component import BleuEvaluator
 from components.caption_pusher.component import CaptionPusher
 from components.feature_extractor.component import FeatureExtractor
 from components.flickr8k_example_gen.component import Flickr8kExampleGen
-from components.trainer.executor import TRACKING_KEY, TrackedTrainerExecutor
+from components.trainer.component import TrackedTrainer
+from components.trainer.executor import TRACKING_KEY
 from configs import Config
 from configs.config import TrainerSections
 from models.contract import SCHEMA_FILE
@@ -110,15 +110,14 @@ def create_pipeline(
     )
     # Teacher-forced decoder training; exports the serving SavedModel (JPEG bytes -> caption).
     # The tracking settings ride along, so the epochs reach MLflow live under any orchestrator.
-    trainer = tfx.components.Trainer(
+    trainer = TrackedTrainer(
         run_fn="components.trainer.run_fn.run_fn",
-        custom_executor_spec=executor_spec.ExecutorClassSpec(TrackedTrainerExecutor),
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         train_args=tfx.proto.TrainArgs(splits=[config.data.train_split]),
         eval_args=tfx.proto.EvalArgs(splits=[config.data.eval_split]),
         custom_config={**TrainerSections.of(config).to_custom_config(), TRACKING_KEY: settings_of(config).to_dict()},
-    )
+    ).with_id("Trainer")
     # The latest blessed model so far: the baseline a new model must not fall behind.
     latest_blessed = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,

@@ -96,7 +96,8 @@ def _run_pipeline_command(output_root: Path, profile: str, tracking_uri: str) ->
     config = smoke_config(output_root, profile=profile, **{"mlflow.tracking_uri": tracking_uri})
     overrides = [f"--set=pipeline.output_root={config.output_root}", f"--set=data.data_dir={config.data_dir}",
                  f"--set=push.base_dir={config.push_dir}", f"--set=mlflow.tracking_uri={tracking_uri}"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CAPTIONER_")}  # env beats --set
+    # As a user's shell: no CAPTIONER_* (env beats --set), no TF log level the session set.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAPTIONER_") and k != "TF_CPP_MIN_LOG_LEVEL"}
     samples: list = []
     stop = threading.Event()
     poller = threading.Thread(target=_poll_mlflow, args=(config, stop, samples), daemon=True)

@@ -24,7 +24,8 @@ def test_the_console_is_short_and_tells_the_story(attention_run):
     assert [n for n, _, _ in steps] == list(range(1, total + 1)), "one line per step, in order"
     assert {"Flickr8kExampleGen", "FeatureExtractor", "Transform", "Trainer", "BleuEvaluator"} <= {s for *_, s in steps}
     assert any(re.search(r"epoch \d+: loss [\d.]+, val_loss", line) for line in lines)
-    for noise in ("node_info", "Unable to register", "Running launcher", "BatchElements statistics"):
+    for noise in ("node_info", "Unable to register", "Running launcher", "BatchElements statistics",
+                  "is deprecated", "View run", "View experiment"):
         assert noise not in attention_run.console, noise
 
 

@@ -77,7 +77,7 @@ def test_run_finished_with_config_data_counts_vocabulary_and_backbone(smoke_run,
 
 def test_run_times_are_the_pipeline_runs_not_the_loggings(smoke_run, run, client):
     history = json.loads((mlmd.latest_uri(smoke_run.metadata_path, "ModelRun") / "history.json").read_text())
-    trainer = mlmd.executions(smoke_run.metadata_path, "Trainer")[-1]
+    trainer = mlmd.executions(smoke_run.metadata_path, "TrackedTrainer")[-1]
     first_epoch = client.get_metric_history(run.info.run_id, "loss")[0]
     # The Trainer opens the run when training starts (to log its epochs live), and the run
     # ends when the pipeline has: it spans the training, not just the few seconds of logging.
