@@ -148,8 +148,7 @@ def summary(config: Config, paths: RunPaths, mlflow_ui: str, log_file: Path, sec
     repo_root = Path(__file__).resolve().parent.parent
     lines = [f"pipeline {config.pipeline.name} succeeded in {seconds:.0f} s ({len(paths.steps)} steps); artifacts under {paths.pipeline_root}"]
     lines += summary_lines(record, config.push_dir, mlflow_ui, repo_root)
-    where = config.mlflow.tracking_uri or config.mlflow_tracking_uri
-    lines.append(f"MLflow run {paths.mlflow_run_id} in {where}; full log: {log_file}")
+    lines.append(f"MLflow run {paths.mlflow_run_id} in {config.mlflow_tracking_uri}; full log: {log_file}")
     return "\n".join(lines)
 
 

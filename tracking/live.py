@@ -11,15 +11,16 @@ client API only; no TFX, no TensorFlow.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 import time
+from pathlib import Path
 from typing import Any, Mapping
-
-log = logging.getLogger(__name__)
 
 RUN_TAG = "pipeline_run_id"  # the TFX pipeline run id; one MLflow run per value
 PIPELINE_TAG = "pipeline_name"
+# The Trainer's per-epoch values, under the names of its history (step = epoch from 1).
+EPOCH_METRICS = ("loss", "val_loss", "accuracy", "val_accuracy", "epoch_seconds",
+                 "val_bleu_1", "val_bleu_2", "val_bleu_3", "val_bleu_4")  # BLEU: train.select_by
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,8 +64,7 @@ def find_run(client, experiment: str, pipeline_run_id: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
-def find_or_create_run(client, settings: TrackingSettings, run_name: str | None = None,
-                       start_time_ms: int | None = None) -> str:
+def find_or_create_run(client, settings: TrackingSettings) -> str:
     """The run of `settings.pipeline_run_id`: the one already there, or a new RUNNING one."""
     if not settings.pipeline_run_id:
         raise ValueError("the TFX pipeline run id is not known, so there is no run to find")
@@ -73,8 +73,8 @@ def find_or_create_run(client, settings: TrackingSettings, run_name: str | None 
     if found is not None:
         return found
     tags = {RUN_TAG: settings.pipeline_run_id, PIPELINE_TAG: settings.pipeline_name}
-    name = run_name or f"{settings.pipeline_name} {settings.pipeline_run_id}"
-    return client.create_run(experiment, start_time=start_time_ms, tags=tags, run_name=name).info.run_id
+    name = f"{settings.pipeline_name} {settings.pipeline_run_id}"
+    return client.create_run(experiment, tags=tags, run_name=name).info.run_id
 
 
 def epoch_metrics(logs: Mapping[str, Any], epoch: int, keys: tuple[str, ...], timestamp_ms: int | None = None) -> list:
@@ -108,13 +108,18 @@ def _quoted(value: str) -> str:
     return f'"{value}"'
 
 
+def sqlite_artifact_root(config) -> Path | None:
+    """Where artifacts go beside a sqlite store: `<db dir>/mlartifacts`, which for the
+    default store is `<output root>/mlartifacts`. None for a tracking server."""
+    uri = config.mlflow_tracking_uri
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///"):]).parent / "mlartifacts"
+
+
 def settings_of(config) -> TrackingSettings:
     """The tracking settings of a `configs.Config`: its store (a server, or the sqlite file
     under the output root with artifacts beside it), experiment and pipeline name."""
-    uri = config.mlflow_tracking_uri
-    location = None
-    if uri.startswith("sqlite:///"):
-        from pathlib import Path
-
-        location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts" / config.mlflow.experiment).as_uri()
-    return TrackingSettings(uri, config.mlflow.experiment, config.pipeline.name, location)
+    root = sqlite_artifact_root(config)
+    location = None if root is None else (root / config.mlflow.experiment).as_uri()
+    return TrackingSettings(config.mlflow_tracking_uri, config.mlflow.experiment, config.pipeline.name, location)

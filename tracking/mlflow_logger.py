@@ -57,20 +57,10 @@ MAX_PARAM_CHARS = 6000
 MAX_TAG_CHARS = 5000
 PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 # Files inside the artifacts, as their producers write them.
-HISTORY_METRICS = ("loss", "val_loss", "accuracy", "val_accuracy", "epoch_seconds",
-                   "val_bleu_1", "val_bleu_2", "val_bleu_3", "val_bleu_4")  # BLEU: train.select_by
+HISTORY_METRICS = live.EPOCH_METRICS
 EVAL_METRICS = {"bleu_1": "bleu_1", "bleu_2": "bleu_2", "bleu_3": "bleu_3", "bleu_4": "bleu_4",
                 "cider": "cider", "num_images": "eval_num_images", "seconds": "eval_seconds",
                 **{name: name for name in COCO_METRICS}}  # coco-caption's: coco_bleu_1.., meteor, ...
-
-
-def sqlite_artifact_root(config: Config) -> Path | None:
-    """Where artifacts go beside a sqlite store: `<db dir>/mlartifacts`, which for the
-    default store is `<output root>/mlartifacts`. None for a tracking server."""
-    uri = config.mlflow_tracking_uri
-    if not uri.startswith("sqlite:///"):
-        return None
-    return Path(uri[len("sqlite:///"):]).parent / "mlartifacts"
 
 
 def track_pipeline_run(

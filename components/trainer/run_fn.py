@@ -20,10 +20,9 @@ from tracking import live
 
 log = logging.getLogger(__name__)
 
-# Keras' per-epoch logs that go to MLflow under the same names (the history's names), and
-# the epoch's wall time; the runner's final record does not log them again.
-LIVE_METRICS = ("loss", "val_loss", "accuracy", "val_accuracy", "learning_rate",
-                "val_bleu_1", "val_bleu_2", "val_bleu_3", "val_bleu_4")
+# What goes to MLflow as each epoch ends: the history's per-epoch values (epoch_seconds
+# measured here) and the learning rate; the runner's final record does not log them again.
+LIVE_METRICS = (*live.EPOCH_METRICS, "learning_rate")
 
 
 def run_fn(fn_args: Any) -> None:
@@ -68,7 +67,7 @@ class LiveEpochMetrics(keras.callbacks.Callback):
         if self.run_id is None:
             return
         values = {**(logs or {}), "epoch_seconds": time.monotonic() - self._started}
-        rows = live.epoch_metrics(values, epoch + 1, (*LIVE_METRICS, "epoch_seconds"))
+        rows = live.epoch_metrics(values, epoch + 1, LIVE_METRICS)
         try:
             self.client.log_batch(self.run_id, metrics=rows)
         except Exception as e:  # noqa: BLE001
