@@ -2,7 +2,9 @@
 # Beam workers of Flink, Spark or Dataflow (--environment_config / --sdk_container_image).
 # It installs exactly requirements.lock, as `make install` does, so every worker runs the
 # same versions as the machine that compiled the pipeline. Not built in CI (no Docker
-# engine there); build with `docker build -t registry.example/captioner:latest .`
+# engine there); build with
+#   docker build --build-arg GIT_COMMIT=$(git rev-parse HEAD) -t registry.example/captioner:latest .
+# (the commit is what MLflow's runs name as their source: the image has no .git).
 FROM python:3.10-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
@@ -14,6 +16,8 @@ RUN pip install --no-cache-dir "uv==$(grep -E '^uv==' requirements.lock | cut -d
  && uv pip sync --system --no-cache requirements.lock
 
 # Then the project itself (configs, components, models, pipelines, ...).
+ARG GIT_COMMIT=""
+ENV CAPTIONER_GIT_COMMIT=$GIT_COMMIT
 COPY . .
 RUN uv pip install --system --no-cache --no-deps -e .
 

@@ -33,7 +33,9 @@ INGESTION_REPORT_FILE = "ingestion_report.json"  # Flickr8kExampleGen's Ingestio
 HISTORY_FILE = "history.json"  # the Trainer's ModelRun
 METRICS_FILE = "metrics.json"  # BleuEvaluator's CaptionEvaluation
 PREDICTIONS_FILE = "predictions.jsonl"  # BleuEvaluator's CaptionEvaluation
+EXAMPLE_IMAGE_FILE = "example.jpg"  # BleuEvaluator's CaptionEvaluation: the logged model's input example
 PUSH_FILE = "push.json"  # CaptionPusher's PushedModel
+MLFLOW_RUN_FILE = "mlflow_run.json"  # RunRecorder's MlflowRun
 # The Trainer's facts about a model (vocabulary size, epochs, run ids), inside the serving
 # SavedModel where TF Serving ignores them: <Format-Serving>/assets.extra/training.json.
 TRAINING_FACTS_FILE = "assets.extra/training.json"

@@ -46,6 +46,17 @@ def cluster_path(path: str, base: str) -> str:
     return posixpath.join(base, path)
 
 
+def cluster_tracking(config: Config):
+    """The steps' MLflow settings in the cluster: the configured tracking server, or none
+    (a sqlite file under the output root is no store pods can share)."""
+    from tracking.lifecycle import settings_of
+
+    if not config.mlflow.tracking_uri:
+        log.warning("no mlflow.tracking_uri (or MLFLOW_TRACKING_URI): the steps will record nothing in MLflow")
+        return None
+    return settings_of(config)
+
+
 def compile_pipeline(
     config: Config,
     output: Path,
@@ -66,6 +77,7 @@ def compile_pipeline(
                         name, value, "OUTPUT_ROOT" if name == "output root" else "DATA_DIR")
     pipeline = create_pipeline(
         config,
+        tracking=cluster_tracking(config),
         data_dir=data_dir,
         splits=list(config.data.splits),
         data_fingerprint=data_fingerprint,

@@ -3,7 +3,8 @@
 Called by `make pipeline PROFILE=...` and by the end-to-end tests. It resolves paths from
 the profile, makes sure the dataset is there, and hands everything to create_pipeline.
 ML Metadata lives in `<output root>/metadata.db` (sqlite); TFX caching is on by default.
-Every run, failed ones included, is then recorded as one MLflow run (tracking/).
+The steps themselves record the run in MLflow (components/tracked.py); this runner only
+reads back which MLflow run that was, for the closing summary.
 """
 
 from __future__ import annotations
@@ -56,48 +57,57 @@ def run(config: Config) -> RunPaths:
     log = logging.getLogger("pipelines.local_runner")
     paths = run_paths(config)
     paths.pipeline_root.mkdir(parents=True, exist_ok=True)
-    started, started_at, data_hash = time.monotonic(), time.time(), None
+    started, started_at = time.monotonic(), time.time()
     try:
         data_dir = ensure_dataset(config)
     except Exception as e:
-        # Said at once: recording the failed run in MLflow takes a while longer.
         log.error("no dataset, so the pipeline does not start: %s", e)
-        from tracking.mlflow_logger import track_pipeline_run
-
-        track_pipeline_run(config, paths.metadata_path, started_at, data_hash, error=e)
         raise
     from tfx import v1 as tfx
 
     from pipelines.pipeline import create_pipeline
-    from tracking.mlflow_logger import track_pipeline_run
+    from tracking.run_record import find_run_id
+
+    data_hash = fingerprint(data_dir)
+    log.info("dataset %s (sha256 %s…) ready in %.1f s", data_dir, data_hash[:12], time.monotonic() - started)
+    splits = available_splits(data_dir, config.data.splits)
+    for role in (config.data.train_split, config.data.eval_split):
+        if role not in splits:
+            raise FileNotFoundError(f"{data_dir} has no split file for the {role!r} split")
+    pipeline = create_pipeline(
+        config,
+        data_dir=data_dir,
+        splits=splits,
+        data_fingerprint=data_hash,
+        pipeline_root=paths.pipeline_root,
+        metadata_path=paths.metadata_path,
+    )
+    step_lines = StepLines(len(pipeline.components), logging.getLogger("pipelines.steps"))
+    logging.getLogger().addHandler(step_lines)
+    try:
+        tfx.orchestration.LocalDagRunner().run(pipeline)
+    finally:
+        logging.getLogger().removeHandler(step_lines)
+    log.info("pipeline %s finished in %.1f s", config.pipeline.name, time.monotonic() - started)
+    run_id = find_run_id(paths.metadata_path, config.pipeline.name, since_ms=int(started_at * 1000) - 1000)
+    return dataclasses.replace(paths, pipeline_run_id=run_id, mlflow_run_id=mlflow_run_of(config, run_id),
+                               steps=tuple(step_lines.steps))
+
+
+def mlflow_run_of(config: Config, pipeline_run_id: str | None) -> str | None:
+    """The MLflow run the steps recorded this pipeline run in (read only), or None: none
+    when every step came from TFX's cache, so no step ran to log."""
+    if pipeline_run_id is None:
+        return None
+    import mlflow
+
+    from tracking.lifecycle import find_run_of, settings_of
 
     try:
-        data_hash = fingerprint(data_dir)
-        log.info("dataset %s (sha256 %s…) ready in %.1f s", data_dir, data_hash[:12], time.monotonic() - started)
-        splits = available_splits(data_dir, config.data.splits)
-        for role in (config.data.train_split, config.data.eval_split):
-            if role not in splits:
-                raise FileNotFoundError(f"{data_dir} has no split file for the {role!r} split")
-        pipeline = create_pipeline(
-            config,
-            data_dir=data_dir,
-            splits=splits,
-            data_fingerprint=data_hash,
-            pipeline_root=paths.pipeline_root,
-            metadata_path=paths.metadata_path,
-        )
-        step_lines = StepLines(len(pipeline.components), logging.getLogger("pipelines.steps"))
-        logging.getLogger().addHandler(step_lines)
-        try:
-            tfx.orchestration.LocalDagRunner().run(pipeline)
-        finally:
-            logging.getLogger().removeHandler(step_lines)
-    except Exception as e:
-        track_pipeline_run(config, paths.metadata_path, started_at, data_hash, error=e)
-        raise
-    log.info("pipeline %s finished in %.1f s", config.pipeline.name, time.monotonic() - started)
-    run_id, mlflow_run_id = track_pipeline_run(config, paths.metadata_path, started_at, data_hash)
-    return dataclasses.replace(paths, pipeline_run_id=run_id, mlflow_run_id=mlflow_run_id, steps=tuple(step_lines.steps))
+        return find_run_of(mlflow.MlflowClient(config.mlflow_tracking_uri), settings_of(config).with_run_id(pipeline_run_id))
+    except Exception as e:  # noqa: BLE001 - the run itself succeeded; only the summary lacks the id
+        logging.getLogger("pipelines.local_runner").warning("MLflow: could not look up the run (%s: %s)", type(e).__name__, e)
+        return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,7 +158,10 @@ def summary(config: Config, paths: RunPaths, mlflow_ui: str, log_file: Path, sec
     repo_root = Path(__file__).resolve().parent.parent
     lines = [f"pipeline {config.pipeline.name} succeeded in {seconds:.0f} s ({len(paths.steps)} steps); artifacts under {paths.pipeline_root}"]
     lines += summary_lines(record, config.push_dir, mlflow_ui, repo_root)
-    lines.append(f"MLflow run {paths.mlflow_run_id} in {config.mlflow_tracking_uri}; full log: {log_file}")
+    if paths.mlflow_run_id:
+        lines.append(f"MLflow run {paths.mlflow_run_id} in {config.mlflow_tracking_uri}; full log: {log_file}")
+    else:
+        lines.append(f"no new MLflow run: no step that logs ran (all from TFX's cache); full log: {log_file}")
     return "\n".join(lines)
 
 

@@ -6,6 +6,7 @@ function). It only wires components; each one's work lives under components/.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Callable
@@ -17,12 +18,15 @@ from components.bleu_evaluator.component import BleuEvaluator
 from components.caption_pusher.component import CaptionPusher
 from components.feature_extractor.component import FeatureExtractor
 from components.flickr8k_example_gen.component import Flickr8kExampleGen
+from components.run_recorder.component import RunRecorder
+from components.tracked import encode
 from components.trainer.component import TrackedTrainer
 from components.trainer.executor import TRACKING_KEY
 from configs import Config
 from configs.config import TrainerSections
 from models.contract import SCHEMA_FILE
-from tracking.live import settings_of
+from tracking.lifecycle import TrackingSettings, settings_of
+from tracking.metrics import param_value
 
 
 def beam_pipeline_args(config: Config) -> list[str]:
@@ -47,6 +51,11 @@ def card_facts(config: Config, data_fingerprint: str) -> dict[str, object]:
     }
 
 
+def run_params(config: Config) -> dict[str, object]:
+    """The MLflow params of a run, as strings: the whole config flattened, and the backbone by itself."""
+    return {k: param_value(v) for k, v in {**config.to_flat_dict(), "backbone": config.features.backbone}.items()}
+
+
 def create_pipeline(
     config: Config,
     data_dir: Path,
@@ -57,14 +66,20 @@ def create_pipeline(
     *,
     push_dir: str | None = None,
     repo_path: Callable[[str], str] | None = None,
+    tracking: TrackingSettings | None | str = "config",
 ) -> tfx.dsl.Pipeline:
     """The pipeline over the snapshot in `data_dir` (a local path or, for Kubeflow, a URI).
 
     `push_dir` defaults to the config's push directory; `repo_path` maps a repo-relative
     path of the config (the schema dir) to where the components read it, by default the
-    local checkout (the Kubeflow runner maps it into the container image).
+    local checkout (the Kubeflow runner maps it into the container image). `tracking`: where
+    the steps record the run in MLflow, by default the config's store; None = nowhere.
     """
     repo_path = repo_path or (lambda path: str(config.resolve(path)))
+    # Where the logging steps (Trainer, BleuEvaluator, CaptionPusher, RunRecorder) record
+    # the run in MLflow: a parameter of each, so it holds under any orchestrator.
+    tracking = settings_of(config) if tracking == "config" else tracking
+    trainer_tracking = {} if tracking is None else {TRACKING_KEY: tracking.to_dict()}
     # Images and captions in the Flickr8k layout -> tf.Examples split by image.
     example_gen = Flickr8kExampleGen(
         data_dir=str(data_dir),
@@ -116,7 +131,7 @@ def create_pipeline(
         transform_graph=transform.outputs["transform_graph"],
         train_args=tfx.proto.TrainArgs(splits=[config.data.train_split]),
         eval_args=tfx.proto.EvalArgs(splits=[config.data.eval_split]),
-        custom_config={**TrainerSections.of(config).to_custom_config(), TRACKING_KEY: settings_of(config).to_dict()},
+        custom_config={**TrainerSections.of(config).to_custom_config(), **trainer_tracking},
     ).with_id("Trainer")
     # The latest blessed model so far: the baseline a new model must not fall behind.
     latest_blessed = tfx.dsl.Resolver(
@@ -137,6 +152,8 @@ def create_pipeline(
         max_bleu_4_drop=config.gate.max_bleu_4_drop,
         min_cider=config.gate.min_cider,
         coco_caption=config.gate.coco_caption,
+        tracking=encode(tracking),
+        gallery_size=config.mlflow.gallery_size,
     )
     # Blessed models only -> <push.base_dir>/<version>/ for TF Serving, atomically.
     pusher = CaptionPusher(
@@ -144,6 +161,27 @@ def create_pipeline(
         model_blessing=evaluator.outputs["blessing"],
         base_dir=push_dir or str(config.push_dir),
         card_facts=json.dumps(card_facts(config, data_fingerprint), sort_keys=True),
+        tracking=encode(tracking),
+    )
+    # The whole run into its MLflow run (config, dataset, data reports, model, registry),
+    # which then ends FINISHED; skipped by the cache when nothing upstream changed.
+    recorder = RunRecorder(
+        tracking=encode(tracking),
+        params=json.dumps(run_params(config), sort_keys=True),
+        config=json.dumps(dataclasses.asdict(config), sort_keys=True, default=str),
+        dataset=json.dumps({"name": config.data.source, "source": str(data_dir), "fingerprint": data_fingerprint}),
+        registered_model=config.mlflow.registered_model,
+        gallery_size=config.mlflow.gallery_size,
+        ingestion_report=example_gen.outputs["report"],
+        statistics=statistics_gen.outputs["statistics"],
+        schema=schema_gen.outputs["schema"],
+        anomalies=example_validator.outputs["anomalies"],
+        transform_graph=transform.outputs["transform_graph"],
+        model=trainer.outputs["model"],
+        model_run=trainer.outputs["model_run"],
+        evaluation=evaluator.outputs["evaluation"],
+        blessing=evaluator.outputs["blessing"],
+        pushed_model=pusher.outputs["pushed_model"],
     )
 
     components = [
@@ -158,6 +196,7 @@ def create_pipeline(
         latest_blessed,
         evaluator,
         pusher,
+        recorder,
     ]
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline.name,

@@ -13,16 +13,20 @@ IMAGE = "registry.example/captioner:test"
 ENV = {"CAPTIONER_DATA_DIR": "gs://bucket/captioner/data", "CAPTIONER_OUTPUT_ROOT": "gs://bucket/captioner/out"}
 EXPECTED_TASKS = {
     "Flickr8kExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "AnomaliesCheck",
-    "FeatureExtractor", "Transform", "Trainer", "BleuEvaluator", "CaptionPusher",
+    "FeatureExtractor", "Transform", "Trainer", "BleuEvaluator", "CaptionPusher", "RunRecorder",
     "latest_blessed_model_resolver-model-resolver", "latest_blessed_model_resolver-model-blessing-resolver",
 }
+
+
+TRACKING_SERVER = "http://mlflow.example:5000"
+LOGGING_TASKS = ("Trainer", "BleuEvaluator", "CaptionPusher", "RunRecorder")
 
 
 @pytest.fixture(scope="module")
 def spec(tmp_path_factory):
     from pipelines.kubeflow_runner import compile_pipeline
 
-    config = load_config("smoke", env=ENV)
+    config = load_config("smoke", overrides={"mlflow.tracking_uri": TRACKING_SERVER}, env=ENV)
     output = compile_pipeline(config, tmp_path_factory.mktemp("kfp") / "pipeline.json", image=IMAGE,
                               data_fingerprint="abc123")
     return json.loads(output.read_text())
@@ -61,7 +65,7 @@ def test_spec_names_the_image_and_the_cluster_paths(spec):
     assert spec["runtimeConfig"]["gcsOutputDirectory"] == "gs://bucket/captioner/out/tfx"
     executors = spec["pipelineSpec"]["deploymentSpec"]["executors"]
     containers = [e["container"] for e in executors.values() if "container" in e]
-    assert len(containers) == 10 and all(c["image"] == IMAGE for c in containers)
+    assert len(containers) == 11 and all(c["image"] == IMAGE for c in containers)
     tasks = spec["pipelineSpec"]["root"]["dag"]["tasks"]
 
     def param(task, name):
@@ -98,3 +102,29 @@ def test_the_dockerfile_installs_the_lock_where_the_compiled_spec_expects_the_pr
     assert "FROM python:3.10" in dockerfile  # TFX 1.16 needs Python < 3.11
     beam = next(line for line in (repo / "requirements.lock").read_text().splitlines() if line.startswith("apache-beam"))
     assert f"beam_python3.10_sdk:{beam.split('==')[1]}" in dockerfile  # workers boot the locked Beam
+
+
+def _string_param(tasks, task, name):
+    return tasks[task]["inputs"]["parameters"][name]["runtimeValue"]["constantValue"]["stringValue"]
+
+
+def test_the_steps_that_log_carry_the_tracking_server_and_the_others_do_not(spec):
+    tasks = spec["pipelineSpec"]["root"]["dag"]["tasks"]
+    trainer = json.loads(_string_param(tasks, "Trainer", "custom_config"))["tracking"]
+    settings = [trainer] + [json.loads(_string_param(tasks, t, "tracking")) for t in LOGGING_TASKS[1:]]
+    for task, s in zip(LOGGING_TASKS, settings):
+        assert (s["tracking_uri"], s["experiment"], s["pipeline_name"]) == (TRACKING_SERVER, "captioner", "captioner-smoke"), task
+        assert s["artifact_location"] is None and s["pipeline_run_id"] is None, task  # the server decides; set at run time
+    assert json.loads(_string_param(tasks, "RunRecorder", "params"))["mlflow.tracking_uri"] == TRACKING_SERVER
+    assert json.loads(_string_param(tasks, "RunRecorder", "dataset"))["source"] == "gs://bucket/captioner/data"
+    assert not any("tracking" in tasks[t].get("inputs", {}).get("parameters", {}) for t in tasks if t not in LOGGING_TASKS)
+
+
+def test_without_a_tracking_server_the_spec_logs_nowhere_and_says_so(tmp_path, caplog):
+    from pipelines.kubeflow_runner import compile_pipeline
+
+    output = compile_pipeline(load_config("smoke", env=ENV), tmp_path / "pipeline.json", image=IMAGE)
+    tasks = json.loads(output.read_text())["pipelineSpec"]["root"]["dag"]["tasks"]
+    assert all(_string_param(tasks, t, "tracking") == "" for t in LOGGING_TASKS[1:])
+    assert "tracking" not in json.loads(_string_param(tasks, "Trainer", "custom_config"))
+    assert "the steps will record nothing in MLflow" in caplog.text

@@ -1,4 +1,5 @@
-"""End to end: the session's smoke run as MLflow recorded it on a real tracking server.
+"""End to end: the session's smoke run as its steps recorded it on a real tracking server,
+and a small pipeline run three times (fresh, from the cache, with a failing push).
 
 Everything is read back through the server's REST API (`MlflowClient(tracking_uri=...)`)
 and compared with what ML Metadata says the pipeline produced.
@@ -148,7 +149,7 @@ def test_logged_model_loads_with_pyfunc_and_captions_images(smoke_run, run, mlfl
     import mlflow
     import pandas as pd
 
-    from tracking.mlflow_logger import using_tracking_uri
+    from tracking.registry import using_tracking_uri
 
     records = layout.scan_layout(smoke_run.config.data_dir, [smoke_run.config.data.eval_split]).records
     records = records[smoke_run.config.data.eval_split][:3]
@@ -172,35 +173,112 @@ def test_pushed_model_is_the_production_version_in_the_registry(smoke_run, run, 
     assert run.data.tags["registered_model_version"] == f"{version.name}/{version.version}"
 
 
-def _only_run(client, experiment: str):
-    exp = client.get_experiment_by_name(experiment)
-    assert exp is not None, f"no experiment {experiment!r}: the failed run was not recorded"
-    runs = client.search_runs([exp.experiment_id])
-    assert len(runs) == 1
-    return runs[0]
+def test_the_run_holds_the_dataset_as_its_input(smoke_run, run):
+    from data.fingerprint import fingerprint
+
+    [dataset] = run.inputs.dataset_inputs
+    report = json.loads((mlmd.latest_uri(smoke_run.metadata_path, "captioner.IngestionReport") / "ingestion_report.json").read_text())
+    assert dataset.dataset.name == "synthetic"
+    assert dataset.dataset.digest == fingerprint(smoke_run.config.data_dir)[:36]  # MLflow keeps 36 characters
+    assert json.loads(dataset.dataset.source) == {"uri": str(smoke_run.config.data_dir)}
+    assert json.loads(dataset.dataset.profile)["splits"] == report["examples_per_split"]
+    assert [(t.key, t.value) for t in dataset.tags] == [("mlflow.data.context", "train")]
 
 
-def test_a_failed_pipeline_run_is_recorded_as_failed_with_its_error(mlflow_server, client, tmp_path):
-    from data.resolve import ensure_dataset
+def test_system_metrics_were_sampled_while_training(smoke_run, run, client):
+    history = json.loads((mlmd.latest_uri(smoke_run.metadata_path, "ModelRun") / "history.json").read_text())
+    cpu = client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")
+    memory = client.get_metric_history(run.info.run_id, "system/system_memory_usage_megabytes")
+    epochs = client.get_metric_history(run.info.run_id, "loss")
+    assert cpu and memory, sorted(run.data.metrics)
+    assert all(0 <= m.value <= 100 for m in cpu) and all(m.value > 100 for m in memory)
+    # Sampled during the training: from before the last epoch ended (every 10 s).
+    assert min(m.timestamp for m in cpu) <= epochs[-1].timestamp or sum(history["epoch_seconds"]) < 10
+
+
+def test_the_run_says_who_ran_it_from_which_source_and_when(smoke_run, run):
+    import getpass
+    import subprocess
+
+    tags = run.data.tags
+    assert tags["mlflow.user"] == getpass.getuser()
+    assert tags["mlflow.source.type"] == "JOB" and Path(tags["mlflow.source.name"]) == Path(__file__).resolve().parents[1]
+    head = subprocess.run(["git", "-C", tags["mlflow.source.name"], "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:
+        assert tags["mlflow.source.git.commit"] == head.stdout.strip()
+    assert re.fullmatch(r"smoke \d{4}-\d\d-\d\d \d\d:\d\d", run.info.run_name), run.info.run_name
+
+
+def test_the_logged_model_lists_every_serving_signature_and_has_an_image_example(smoke_run, run, mlflow_server, tmp_path):
+    import tensorflow as tf
+    from mlflow.models import Model
+
+    from tracking.registry import using_tracking_uri
+
+    with using_tracking_uri(mlflow_server.uri):
+        import mlflow
+
+        local = mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/model", dst_path=str(tmp_path))
+    model = Model.load(local)
+    exported = tf.saved_model.load(str(mlmd.latest_uri(smoke_run.metadata_path, "Model") / "Format-Serving"))
+    outputs = {name for sig in exported.signatures.values() for name in sig.structured_outputs}
+    assert {c.name for c in model.signature.outputs.inputs} == outputs
+    assert {"caption", "log_probability"} <= outputs
+    example = model.load_input_example(local)
+    with Image.open(io.BytesIO(example.iloc[0, 0])) as image:
+        assert image.format == "JPEG" and max(image.size) <= 96
+
+
+# --- a small pipeline: fresh, then from the cache, then with a failing push --------------
+
+@pytest.fixture(scope="module")
+def three_runs(mlflow_server, tmp_path_factory):
+    """Three runs of one small pipeline in one output root: a fresh one, the same again (all
+    from the cache but the gate and push, whose baseline is now the first run's model), and
+    one whose push directory is a file, so CaptionPusher fails."""
     from pipelines import local_runner
 
-    config = smoke_config(tmp_path, **{
-        "data.synthetic.num_images": 10,
-        "mlflow.tracking_uri": mlflow_server.uri,
-        "mlflow.experiment": "failed-ingestion",
-    })
-    victim = sorted((ensure_dataset(config) / "Flicker8k_Dataset").glob("*.jpg"))[0]
-    victim.write_bytes(victim.read_bytes()[:200])  # 1 corrupt image of 10: over the 1% limit
-    with pytest.raises(RuntimeError, match="image_corrupt"):
-        local_runner.run(config)
-    run = _only_run(client, "failed-ingestion")
-    assert run.info.status == "FAILED"
-    assert "image_corrupt" in run.data.tags["error"]
-    assert run.data.tags["pipeline_run_id"]  # the run had started: ExampleGen failed in it
-    assert run.data.params["data.synthetic.num_images"] == "10"
+    root = tmp_path_factory.mktemp("three_runs")
+    settings = {"data.synthetic.num_images": 24, "mlflow.tracking_uri": mlflow_server.uri,
+                "mlflow.experiment": "three-runs", "mlflow.registered_model": "captioner-three-runs",
+                "gate.min_bleu_4": 0.0, "gate.min_bleu_1": 0.0}
+    first = local_runner.run(smoke_config(root, **settings))
+    second = local_runner.run(smoke_config(root, **settings))
+    (root / "not-a-dir").write_text("a file where the push directory should be")
+    with pytest.raises(Exception) as failure:
+        local_runner.run(smoke_config(root, **{**settings, "push.base_dir": str(root / "not-a-dir")}))
+    return first, second, failure.value
 
 
-def test_a_run_that_fails_before_the_pipeline_starts_is_recorded_too(mlflow_server, client, tmp_path):
+def test_a_cached_rerun_links_the_model_and_adds_no_copy_or_version(three_runs, client):
+    first, second, _ = three_runs
+    assert first.mlflow_run_id and second.mlflow_run_id and first.mlflow_run_id != second.mlflow_run_id
+    experiment = client.get_experiment_by_name("three-runs").experiment_id
+    [model] = client.search_logged_models([experiment])
+    assert model.source_run_id == first.mlflow_run_id
+    rerun = client.get_run(second.mlflow_run_id)
+    assert rerun.info.status == "FINISHED"
+    assert [m.model_id for m in rerun.inputs.model_inputs] == [model.model_id]
+    assert rerun.data.tags["training_logged_in"] == rerun.data.tags["data_logged_in"] == first.mlflow_run_id
+    assert not client.list_artifacts(second.mlflow_run_id, "training")
+    [version] = client.search_model_versions("name = 'captioner-three-runs'")
+    assert version.run_id == first.mlflow_run_id
+    assert rerun.data.tags["registered_model_version"] == "captioner-three-runs/1"
+    assert client.get_model_version_by_alias("captioner-three-runs", "production").version == "1"
+
+
+def test_a_failed_step_ends_its_run_failed_with_the_error(three_runs, client):
+    _, second, error = three_runs
+    experiment = client.get_experiment_by_name("three-runs").experiment_id
+    runs = client.search_runs([experiment], order_by=["attributes.start_time DESC"])
+    assert len(runs) == 3
+    failed = runs[0]
+    assert failed.info.status == "FAILED" and failed.info.run_id != second.mlflow_run_id
+    assert failed.data.tags["failed_step"] == "CaptionPusher"
+    assert failed.data.tags["error"].startswith("CaptionPusher: ") and type(error).__name__ in failed.data.tags["error"]
+
+
+def test_a_run_that_fails_before_the_pipeline_starts_writes_nothing_to_mlflow(mlflow_server, client, tmp_path):
     from pipelines import local_runner
 
     config = smoke_config(tmp_path, **{
@@ -211,8 +289,4 @@ def test_a_run_that_fails_before_the_pipeline_starts_is_recorded_too(mlflow_serv
     (config.data_dir / "notes.txt").write_text("not a dataset")  # data.synthetic refuses to replace it
     with pytest.raises(FileExistsError, match="not made by data.synthetic"):
         local_runner.run(config)
-    run = _only_run(client, "failed-before-start")
-    assert run.info.status == "FAILED"
-    assert run.data.tags["error"].startswith("FileExistsError:")
-    assert run.data.tags["pipeline_run_id"] == "" and "data_fingerprint" not in run.data.tags
-    assert run.data.params["pipeline.name"] == config.pipeline.name
+    assert client.get_experiment_by_name("failed-before-start") is None

@@ -1,9 +1,8 @@
 """MLflow tracking without a pipeline: report files, run records from a fake ML Metadata
-store, the pyfunc wrapper on a tiny SavedModel, and the logger against a sqlite store."""
+store, the pyfunc wrapper on a tiny SavedModel. The recording steps: test_run_recorder.py."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from pathlib import Path
@@ -289,101 +288,6 @@ def test_pyfunc_model_captions_dataframes_lists_and_bytes(tmp_path):
     assert list(loaded.predict(b"abcd")["caption"]) == ["4 bytes"]
     many = [b"z" * i for i in range(1, 71)]  # more than one batch of 32
     assert list(loaded.predict(many)["caption"]) == [f"{i} bytes" for i in range(1, 71)]
-
-
-@pytest.fixture
-def fake_run(tmp_path):
-    """A RunRecord whose artifacts are small files written here, like a finished run's."""
-    art = tmp_path / "artifacts"
-    (art / "report").mkdir(parents=True)
-    (art / "report" / "ingestion_report.json").write_text(json.dumps({
-        "data_dir": str(tmp_path / "data"), "examples_per_split": {"train": 7, "dev": 3},
-        "total_images": 11, "skipped_images": 1, "total_caption_lines": 55, "skipped_caption_lines": 2,
-        "skipped_by_reason": {"image_corrupt": 1, "caption_empty": 2},
-    }))
-    (art / "schema").mkdir()
-    (art / "schema" / "schema.pbtxt").write_text('feature { name: "captions" }\n')
-    (art / "model_run").mkdir()
-    (art / "model_run" / "history.json").write_text(json.dumps(HISTORY))
-    _tiny_saved_model(art / "model" / "Format-Serving")
-    predictions = _predictions(3)
-    _write_images(tmp_path / "data" / "Flicker8k_Dataset", [p["image_id"] for p in predictions])
-    (art / "evaluation").mkdir()
-    (art / "evaluation" / "metrics.json").write_text(json.dumps({
-        "bleu_1": 0.8, "bleu_2": 0.7, "bleu_3": 0.6, "bleu_4": 0.55, "meteor": None,
-        "num_images": 3, "seconds": 1.5, "eval_split": "dev",
-    }))
-    (art / "evaluation" / "predictions.jsonl").write_text("\n".join(json.dumps(p) for p in predictions))
-
-    def info(field, type_name, uri, **props):
-        return run_record.ArtifactInfo(1, type_name, art / uri, "Node", props)
-
-    return run_record.RunRecord(
-        pipeline_name="captioner-smoke",
-        run_id="2026-01-01T10:00:00",
-        executions={"Trainer": "COMPLETE", "Transform": "CACHED"},
-        ingestion_report=info("ingestion_report", "captioner.IngestionReport", "report"),
-        schema=info("schema", "Schema", "schema"),
-        model=info("model", "Model", "model"),
-        model_run=info("model_run", "ModelRun", "model_run"),
-        evaluation=info("evaluation", "captioner.CaptionEvaluation", "evaluation"),
-        blessing=info("blessing", "ModelBlessing", "blessing", blessed=1, reason="blessed: bleu_4 0.55 >= 0.5"),
-        pushed_model=info("pushed", "PushedModel", "pushed", pushed=1, pushed_version=1,
-                          pushed_destination="/serving/captioner/1", reason="pushed as version 1"),
-    )
-
-
-def test_logger_records_a_run_in_a_sqlite_store(tmp_path, fake_run):
-    from mlflow import MlflowClient
-
-    from tracking import mlflow_logger
-
-    config = smoke_config(tmp_path / "out", **{"mlflow.experiment": "unit"})
-    run_id = mlflow_logger.log_pipeline_run(config, fake_run, "f" * 64, "FINISHED")
-    assert (tmp_path / "out" / "mlflow.db").is_file()
-    client = MlflowClient(tracking_uri=config.mlflow_tracking_uri)
-    run = client.get_run(run_id)
-    assert run.info.status == "FINISHED"
-    assert Path(run.info.artifact_uri.removeprefix("file://")).is_relative_to(tmp_path / "out" / "mlartifacts" / "unit")
-    params = run.data.params
-    assert params["train.epochs"] == str(config.train.epochs) and params["backbone"] == "efficientnet_lite0"
-    assert params["data.splits"] == '["train", "dev", "test"]' and params["mlflow.tracking_uri"] == "null"
-    assert (params["examples.train"], params["examples.dev"], params["images.skipped"]) == ("7", "3", "1")
-    assert params["skipped.caption_empty"] == "2" and "vocabulary_size" not in params  # no transform graph
-    tags = run.data.tags
-    assert tags["pipeline_run_id"] == "2026-01-01T10:00:00" and tags["data_fingerprint"] == "f" * 64
-    assert (tags["gate_decision"], tags["gate_reason"]) == ("blessed", "blessed: bleu_4 0.55 >= 0.5")
-    assert (tags["pushed"], tags["pushed_version"], tags["pushed_destination"]) == ("true", "1", "/serving/captioner/1")
-    assert tags["cached_nodes"] == "Transform" and "tracking_errors" not in tags
-    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "val_loss")] == list(enumerate(HISTORY["val_loss"], start=1))
-    assert run.data.metrics["bleu_4"] == 0.55 and "meteor" not in run.data.metrics
-    files = {f.path for d in ("data", "training", "evaluation", "config") for f in client.list_artifacts(run_id, d)}
-    assert {"data/schema.pbtxt", "data/ingestion_report.json", "training/learning_curve.png",
-            "evaluation/gallery.html", "config/config.json"} <= files
-    version = client.get_model_version_by_alias("captioner", "production")
-    assert version.run_id == run_id and version.tags["pushed_version"] == "1"
-
-    # A rerun that reused the same push points the alias at the same version, adding none.
-    cached = dataclasses.replace(fake_run, run_id="2026-01-01T11:00:00")
-    second = mlflow_logger.log_pipeline_run(config, cached, "f" * 64, "FINISHED")
-    assert second != run_id
-    assert len(client.search_model_versions("name = 'captioner'")) == 1
-    assert client.get_model_version_by_alias("captioner", "production").version == version.version
-
-
-def test_logger_records_a_failed_run_with_its_error(tmp_path):
-    from mlflow import MlflowClient
-
-    from tracking import mlflow_logger
-
-    config = smoke_config(tmp_path / "out")
-    record = run_record.RunRecord(pipeline_name="captioner-smoke")
-    run_id = mlflow_logger.log_pipeline_run(config, record, None, "FAILED", "RuntimeError: ingestion failed")
-    run = MlflowClient(tracking_uri=config.mlflow_tracking_uri).get_run(run_id)
-    assert run.info.status == "FAILED"
-    assert run.data.tags["error"] == "RuntimeError: ingestion failed"
-    assert run.data.params["pipeline.name"] == "captioner-smoke"
-    assert "gate_decision" not in run.data.tags and "tracking_errors" not in run.data.tags
 
 
 def test_ui_command_uses_the_profile_store(tmp_path):

@@ -46,7 +46,7 @@ KEY_PARAMS = (
     "data.source", "features.backbone", "model.architecture", "model.embedding_dim", "model.hidden_dim",
     "text.max_length", "train.epochs", "train.batch_size", "train.learning_rate", "gate.min_bleu_4",
 )
-CONFIG_ARTIFACT = "config/config.json"  # tracking/mlflow_logger.py logs the whole config here
+CONFIG_ARTIFACT = "config/config.json"  # the RunRecorder step logs the whole config here (tracking/artifacts.py)
 
 
 class VersionNotFound(LookupError):

@@ -1,16 +1,19 @@
 """The captioner as an MLflow pyfunc model: JPEG/PNG bytes in, captions out.
 
 MLflow loads this file itself ("models from code"): `mlflow.pyfunc.log_model` in
-tracking/mlflow_logger.py copies it into the logged model, and `mlflow.pyfunc.load_model`
+tracking/registry.py copies it into the logged model, and `mlflow.pyfunc.load_model`
 runs it, so it imports only mlflow, pandas, numpy and TensorFlow, never the project. The
 serving SavedModel (`<Model uri>/Format-Serving`) travels with it as the artifact
 `saved_model`; its `serving_default` signature does the decoding, the backbone and the
 caption loop, so `predict` only batches bytes into it.
 
 Input: a DataFrame whose `image` column (or else its first column) holds the image bytes,
-a list of bytes, or one bytes value. Output: a DataFrame with one `caption` per image, in
-order. The logged signature is one unnamed `binary` column, so MLflow's REST scoring server
-takes base64 strings: `{"inputs": ["<base64 JPEG>", ...]}`.
+a list of bytes, or one bytes value. Output: a DataFrame with one row per image, in order,
+and one column per output of the serving signature named by the param `signature`
+(default `serving_default`: `caption`, and e.g. `log_probability`; `attention` gives the
+words, their probabilities and attention weights). The logged signature is one unnamed
+`binary` column, so MLflow's REST scoring server takes base64 strings:
+`{"inputs": ["<base64 JPEG>", ...], "params": {"signature": "beam_search"}}`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,20 @@ from mlflow.pyfunc import PythonModel
 SAVED_MODEL_ARTIFACT = "saved_model"
 IMAGE_COLUMN = "image"
 BATCH_SIZE = 32
+DEFAULT_SIGNATURE = "serving_default"
+
+
+def _rows(values) -> list:
+    """A batch-major output as one plain value per row: text decoded, arrays as nested lists."""
+    return [_plain(value) for value in values]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if hasattr(value, "ndim") and value.ndim > 0:
+        return [_plain(v) for v in value]
+    return value.item() if hasattr(value, "item") else value
 
 
 def _images(model_input: Any) -> list[bytes]:
@@ -60,18 +77,24 @@ class CaptionModel(PythonModel):
         import tensorflow as tf
 
         self._model = tf.saved_model.load(context.artifacts[SAVED_MODEL_ARTIFACT])
-        self._caption = self._model.signatures["serving_default"]
 
     def predict(self, context, model_input, params=None):
         import pandas as pd
         import tensorflow as tf
 
+        name = (params or {}).get("signature") or DEFAULT_SIGNATURE
+        if name not in self._model.signatures:
+            raise ValueError(f"the model has no signature {name!r}; it has {', '.join(sorted(self._model.signatures))}")
+        signature = self._model.signatures[name]
         images = _images(model_input)
-        captions: list[str] = []
+        columns: dict[str, list] = {}
         for start in range(0, len(images), BATCH_SIZE):
             batch = tf.constant(images[start : start + BATCH_SIZE], dtype=tf.string)
-            captions += [c.decode("utf-8") for c in self._caption(images=batch)["caption"].numpy()]
-        return pd.DataFrame({"caption": captions})
+            for key, value in signature(images=batch).items():
+                columns.setdefault(key, []).extend(_rows(value.numpy()))
+        if not columns:
+            columns = {key: [] for key in signature.structured_outputs}
+        return pd.DataFrame({key: columns[key] for key in sorted(columns, key=lambda k: (k != "caption", k))})
 
 
 mlflow.models.set_model(CaptionModel())

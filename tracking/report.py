@@ -1,6 +1,6 @@
 """Files for people, logged as MLflow artifacts: learning curve, caption gallery, data summaries.
 
-Called by tracking/mlflow_logger.py and the unit tests. Pure functions: plain inputs (a
+Called by tracking/artifacts.py and the unit tests. Pure functions: plain inputs (a
 history dict, prediction dicts, statistics and anomalies protos) in, files or text out; no
 MLflow, TFX or ML Metadata here.
 """
@@ -79,12 +79,13 @@ def pick_gallery(predictions: Sequence[Mapping[str, Any]], size: int) -> list[Ma
     return [ordered[i * len(ordered) // size] for i in range(size)]
 
 
-def thumbnail_data_uri(image_path: Path, max_px: int = 224) -> str | None:
-    """A base64 JPEG `data:` URI of the image shrunk to fit `max_px`, or None if unreadable."""
+def thumbnail_data_uri(image: Path | bytes, max_px: int = 224) -> str | None:
+    """A base64 JPEG `data:` URI of the image (a file or its bytes) shrunk to fit `max_px`,
+    or None if unreadable."""
     from PIL import Image
 
     try:
-        with Image.open(image_path) as image:
+        with Image.open(io.BytesIO(image) if isinstance(image, bytes) else image) as image:
             image = image.convert("RGB")
             image.thumbnail((max_px, max_px))
             buffer = io.BytesIO()
@@ -108,7 +109,7 @@ ol { margin: .2rem 0 0 1.1rem; padding: 0; font-size: .85rem; color: #444; }
 
 def gallery_html(
     predictions: Sequence[Mapping[str, Any]],
-    images_dir: Path,
+    images: Path | Mapping[str, bytes],
     path: Path,
     size: int = 20,
     title: str = "Generated captions",
@@ -116,15 +117,20 @@ def gallery_html(
     thumbnail_px: int = 224,
 ) -> Path:
     """A self-contained HTML page: each picked image (embedded) with its generated caption
-    and its reference captions. Images are `<images_dir>/<image_id>.jpg`."""
+    and its reference captions. `images`: a directory of `<image_id>.jpg`, or the encoded
+    images by id (as the evaluator read them from the Examples)."""
     cards = []
     for p in pick_gallery(predictions, size):
         image_id = str(p["image_id"])
-        uri = thumbnail_data_uri(Path(images_dir) / f"{image_id}.jpg", thumbnail_px)
+        if isinstance(images, Mapping):
+            source, where = images.get(image_id), "the evaluated examples"
+        else:
+            source, where = Path(images) / f"{image_id}.jpg", str(images)
+        uri = thumbnail_data_uri(source, thumbnail_px) if source is not None else None
         image = (
             f'<img src="{uri}" alt="{html.escape(image_id)}">'
             if uri
-            else f'<p class="missing">image {html.escape(image_id)}.jpg not found in {html.escape(str(images_dir))}</p>'
+            else f'<p class="missing">image {html.escape(image_id)}.jpg not found in {html.escape(where)}</p>'
         )
         refs = "".join(f"<li>{html.escape(str(r))}</li>" for r in p.get("references") or [])
         cards.append(

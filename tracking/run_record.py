@@ -1,7 +1,7 @@
 """What one pipeline run produced, read from ML Metadata: artifact paths and properties.
 
-Called by tracking/mlflow_logger.py (through `record_pipeline_run`) and the end-to-end
-tests. LocalDagRunner registers a context of type `pipeline_run`, named with the run id,
+Called by the local runner's closing summary (tracking/run_summary.py), the lineage
+command and the end-to-end tests. LocalDagRunner registers a context of type `pipeline_run`, named with the run id,
 and attaches every execution of that run to it. An execution that TFX served from its
 cache (state CACHED) is attached too, with OUTPUT events on the artifacts it reused: a rerun
 where everything is cached is still a run, whose BLEU and push status are those reused

@@ -23,7 +23,7 @@ def server_command(config, host: str = "127.0.0.1", port: int = 5000, mlflow_bin
     mlflow_bin = mlflow_bin or str(Path(sys.executable).with_name("mlflow"))
     if not Path(mlflow_bin).exists():
         mlflow_bin = shutil.which("mlflow") or "mlflow"
-    from tracking.live import sqlite_artifact_root
+    from tracking.lifecycle import sqlite_artifact_root
 
     return [
         mlflow_bin, "server",

@@ -20,7 +20,8 @@ from components.bleu_evaluator import executor
 
 
 class CaptionEvaluation(types.Artifact):
-    """metrics.json (BLEU-1..4, METEOR or null, speed, gate decision) and predictions.jsonl."""
+    """metrics.json (BLEU-1..4, METEOR or null, speed, gate decision), predictions.jsonl and
+    example.jpg (one evaluated image, small: the logged model's input example)."""
 
     TYPE_NAME = "captioner.CaptionEvaluation"
 
@@ -38,6 +39,9 @@ class BleuEvaluatorSpec(ComponentSpec):
         # CIDEr-D minimum (0 = no CIDEr-D check); 1 = also score with coco-caption (Java).
         "min_cider": ExecutionParameter(type=float),
         "coco_caption": ExecutionParameter(type=int),
+        # MLflow: components/tracked.py's settings ("" = none) and the gallery's image count.
+        "tracking": ExecutionParameter(type=str),
+        "gallery_size": ExecutionParameter(type=int),
     }
     INPUTS = {
         "examples": ChannelParameter(type=standard_artifacts.Examples),
@@ -69,6 +73,8 @@ class BleuEvaluator(base_component.BaseComponent):
         signature: str,
         batch_size: int,
         baseline_model: types.BaseChannel | None = None,
+        tracking: str = "",
+        gallery_size: int = 0,
     ):
         super().__init__(
             spec=BleuEvaluatorSpec(
@@ -83,6 +89,8 @@ class BleuEvaluator(base_component.BaseComponent):
                 max_bleu_4_drop=float(max_bleu_4_drop),
                 min_cider=float(min_cider),
                 coco_caption=int(bool(coco_caption)),
+                tracking=tracking,
+                gallery_size=int(gallery_size),
                 evaluation=types.Channel(type=CaptionEvaluation),
                 blessing=types.Channel(type=standard_artifacts.ModelBlessing),
             )

@@ -21,9 +21,13 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
+from components import tracked
 from components.bleu_evaluator import evaluate, gate
+from components.tracked import from_parameter, records_failures
 from models.coco_caption import COCO_METRICS
-from models.contract import BLEU_METRICS, CIDER_METRIC, METRICS_FILE, PREDICTIONS_FILE
+from models.contract import BLEU_METRICS, CIDER_METRIC, EXAMPLE_IMAGE_FILE, METRICS_FILE, PREDICTIONS_FILE
+from tracking.artifacts import images_by_id, small_jpeg
+from tracking.lifecycle import MAX_TAG_CHARS, clip
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,7 @@ DEFAULT_SIGNATURE = "serving_default"
 
 
 class Executor(base_executor.BaseExecutor):
+    @records_failures(from_parameter)
     def Do(
         self,
         input_dict: dict[str, list[types.Artifact]],
@@ -92,12 +97,45 @@ class Executor(base_executor.BaseExecutor):
             "blessed": decision.blessed,
             "reason": decision.reason,
         }
-        _write_evaluation(evaluation_artifact, metrics, result.predictions)
+        pictures = _gallery_images(files, result.predictions, int(exec_properties.get("gallery_size") or 0))
+        _write_evaluation(evaluation_artifact, metrics, result.predictions, pictures)
         _mark_blessing(blessing, model, baseline, decision)
         # The candidate's scores travel with the blessing: the pusher puts them on the model card.
         for name in (*BLEU_METRICS, CIDER_METRIC, *COCO_METRICS):
             if metrics.get(name) is not None:
                 blessing.set_float_custom_property(name, float(metrics[name]))
+        settings = tracked.settings_of(from_parameter(exec_properties), self._context)
+        if settings is not None:
+            _log_to_mlflow(settings, metrics, result.predictions, pictures, int(exec_properties.get("gallery_size") or 0),
+                           evaluation_artifact.uri)
+
+
+def _gallery_images(files: list[str], predictions: list[dict], size: int) -> dict[str, bytes]:
+    """The encoded images of the gallery's picks (at least one: the model's input example)."""
+    from tracking.report import pick_gallery
+
+    wanted = {str(p["image_id"]) for p in pick_gallery(predictions, max(size, 1))}
+    return images_by_id(evaluate.read_batches(files, 64), wanted)
+
+
+def _log_to_mlflow(settings, metrics: dict[str, Any], predictions: list[dict], pictures: dict[str, bytes], size: int,
+                   source_uri: str) -> None:
+    """Scores, the gate's decision and the gallery into the pipeline run's MLflow run; a
+    tracking error is a warning (the evaluation itself is done and recorded in ML Metadata)."""
+    from tracking import artifacts as run_artifacts
+    from tracking import metrics as run_metrics
+
+    try:
+        client, run_id = tracked.open_run(settings)
+        run_metrics.log_values(client, run_id, run_metrics.evaluation_values(metrics))
+        client.set_tag(run_id, "gate_decision", "blessed" if metrics["blessed"] else "not blessed")
+        client.set_tag(run_id, "gate_reason", clip(str(metrics["reason"]), MAX_TAG_CHARS))
+        run_artifacts.log_evaluation(client, run_id, metrics, predictions, pictures, size,
+                                     f"{settings.pipeline_name} {settings.pipeline_run_id}")
+        run_artifacts.mark_logged(client, run_id, run_artifacts.EVALUATION_DIR, source_uri)
+        log.info("MLflow: scores, gate decision and gallery logged into run %s", run_id)
+    except Exception as e:  # noqa: BLE001
+        log.warning("MLflow: the evaluation was not logged (%s: %s)", type(e).__name__, e)
 
 
 def _score(
@@ -144,8 +182,12 @@ def _gated(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: metrics[k] for k in (*BLEU_METRICS, CIDER_METRIC)}
 
 
-def _write_evaluation(artifact: types.Artifact, metrics: dict[str, Any], predictions: list[dict]) -> None:
+def _write_evaluation(artifact: types.Artifact, metrics: dict[str, Any], predictions: list[dict],
+                      pictures: dict[str, bytes]) -> None:
     os.makedirs(artifact.uri, exist_ok=True)
+    if pictures:
+        with open(os.path.join(artifact.uri, EXAMPLE_IMAGE_FILE), "wb") as f:
+            f.write(small_jpeg(pictures[min(pictures)]))
     with open(os.path.join(artifact.uri, METRICS_FILE), "w") as f:
         json.dump(metrics, f, indent=2)
     with open(os.path.join(artifact.uri, PREDICTIONS_FILE), "w") as f:

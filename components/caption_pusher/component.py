@@ -22,6 +22,8 @@ class CaptionPusherSpec(ComponentSpec):
         "base_dir": ExecutionParameter(type=str),
         # JSON: the config's facts for the model card (profile, dataset, backbone, decoder, ...).
         "card_facts": ExecutionParameter(type=str),
+        # components/tracked.py's settings ("" = none): a failed push ends the MLflow run FAILED.
+        "tracking": ExecutionParameter(type=str),
     }
     INPUTS = {
         "model": ChannelParameter(type=standard_artifacts.Model),
@@ -39,7 +41,8 @@ class CaptionPusher(base_component.BaseComponent):
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
     def __init__(
-        self, model: types.BaseChannel, model_blessing: types.BaseChannel, base_dir: str, card_facts: str
+        self, model: types.BaseChannel, model_blessing: types.BaseChannel, base_dir: str, card_facts: str,
+        tracking: str = "",
     ):
         super().__init__(
             spec=CaptionPusherSpec(
@@ -47,6 +50,7 @@ class CaptionPusher(base_component.BaseComponent):
                 model_blessing=model_blessing,
                 base_dir=str(base_dir),
                 card_facts=str(card_facts),
+                tracking=tracking,
                 pushed_model=types.Channel(type=standard_artifacts.PushedModel),
             )
         )

@@ -24,12 +24,14 @@ from tfx.types import artifact_utils
 
 from components.caption_pusher import push
 from components.caption_pusher.card import model_card
+from components.tracked import from_parameter, records_failures
 from models.contract import PUSH_FILE, TRAINING_FACTS_FILE
 
 log = logging.getLogger(__name__)
 
 
 class Executor(tfx_pusher.Executor):
+    @records_failures(from_parameter)
     def Do(
         self,
         input_dict: dict[str, list[types.Artifact]],

@@ -1,0 +1,143 @@
+"""tracking/lifecycle.py and components/tracked.py against a real MLflow store (sqlite in a
+temporary directory): one MLflow run per TFX pipeline run, whoever asks first, named and
+tagged as MLflow's UI expects; a failing step ends it FAILED; epoch rows as the Trainer
+sends them."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import mlflow
+import pytest
+
+from tracking import lifecycle as live
+from tracking import metrics
+
+
+@pytest.fixture
+def client(tmp_path):
+    return mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def settings(tmp_path, run_id: str | None) -> live.TrackingSettings:
+    return live.TrackingSettings(f"sqlite:///{tmp_path / 'mlflow.db'}", "captioner", "captioner-smoke",
+                                 (tmp_path / "mlartifacts").as_uri(), run_id, profile="smoke")
+
+
+def test_one_mlflow_run_per_pipeline_run_whoever_asks_first(client, tmp_path):
+    first = live.find_or_create_run(client, settings(tmp_path, "2026-12-04T10:00:00.1"))
+    again = live.find_or_create_run(client, settings(tmp_path, "2026-12-04T10:00:00.1"))
+    other = live.find_or_create_run(client, settings(tmp_path, "2026-12-04T11:00:00.2"))
+    assert first == again != other
+    run = client.get_run(first)
+    assert run.info.status == "RUNNING"
+    assert run.data.tags[live.RUN_TAG] == "2026-12-04T10:00:00.1"
+    assert run.data.tags[live.PIPELINE_TAG] == "captioner-smoke"
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.name == "captioner" and experiment.artifact_location == (tmp_path / "mlartifacts").as_uri()
+    assert live.find_run(client, run.info.experiment_id, "2026-12-04T12:00:00.3") is None
+
+
+def test_a_run_id_with_a_quote_is_matched_exactly(client, tmp_path):
+    odd = live.find_or_create_run(client, settings(tmp_path, "run 'one'"))
+    plain = live.find_or_create_run(client, settings(tmp_path, "run one"))
+    assert odd != plain and live.find_or_create_run(client, settings(tmp_path, "run 'one'")) == odd
+
+
+def test_without_a_pipeline_run_id_there_is_no_run_to_find(client, tmp_path):
+    with pytest.raises(ValueError, match="pipeline run id is not known"):
+        live.find_or_create_run(client, settings(tmp_path, None))
+
+
+def test_epoch_rows_keep_the_finite_values_asked_for_at_their_epoch(client, tmp_path):
+    logs = {"loss": 1.5, "val_loss": math.nan, "accuracy": None, "other": 3.0, "val_accuracy": 0.25}
+    rows = metrics.epoch_metrics(logs, 3, ("loss", "val_loss", "accuracy", "val_accuracy"), timestamp_ms=1234)
+    assert [(r.key, r.value, r.step, r.timestamp) for r in rows] == [("loss", 1.5, 3, 1234), ("val_accuracy", 0.25, 3, 1234)]
+    run_id = live.find_or_create_run(client, settings(tmp_path, "r"))
+    assert not metrics.has_metric(client, run_id, "loss")
+    client.log_batch(run_id, metrics=rows)
+    assert metrics.has_metric(client, run_id, "loss") and not metrics.has_metric(client, run_id, "val_loss")
+
+
+def test_settings_travel_as_a_plain_dict(tmp_path):
+    original = settings(tmp_path, "r")
+    assert live.TrackingSettings.from_dict(original.to_dict()) == original
+
+
+def test_a_new_run_is_named_by_profile_and_time_and_says_who_ran_which_commit(client, tmp_path):
+    import getpass
+    import subprocess
+
+    run = client.get_run(live.find_or_create_run(client, settings(tmp_path, "2026-12-04T10:00:00.1")))
+    assert re.fullmatch(r"smoke \d{4}-\d\d-\d\d \d\d:\d\d", run.info.run_name)
+    tags = run.data.tags
+    assert tags["mlflow.user"] == getpass.getuser() and tags["profile"] == "smoke"
+    assert tags["mlflow.source.name"] == str(live.REPO_ROOT) and tags["mlflow.source.type"] == "JOB"
+    head = subprocess.run(["git", "-C", str(live.REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:  # a checkout; an exported tree has no commit to name
+        assert tags["mlflow.source.git.commit"] == head.stdout.strip()
+
+
+def test_an_image_without_git_names_its_commit_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv(live.GIT_COMMIT_ENV, "0123abc")
+    assert live.source_tags()["mlflow.source.git.commit"] == "0123abc"
+    assert live.git_commit(tmp_path) is None  # not a checkout
+
+
+def test_a_failure_ends_the_run_failed_with_the_step_and_error_whoever_opened_it(client, tmp_path):
+    opened = live.find_or_create_run(client, settings(tmp_path, "r1"))
+    assert live.fail_run(client, settings(tmp_path, "r1"), "BleuEvaluator", KeyError("beam_search")) == opened
+    run = client.get_run(opened)
+    assert run.info.status == "FAILED" and run.data.tags["failed_step"] == "BleuEvaluator"
+    assert run.data.tags["error"] == "BleuEvaluator: KeyError: 'beam_search'"
+    # A step that fails before any step logged: the run is created, then FAILED.
+    fresh = live.fail_run(client, settings(tmp_path, "r2"), "Trainer", RuntimeError("out of memory"))
+    assert fresh != opened and client.get_run(fresh).info.status == "FAILED"
+
+
+def test_finish_marks_the_run_finished(client, tmp_path):
+    run_id = live.find_or_create_run(client, settings(tmp_path, "r"))
+    live.finish_run(client, run_id)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags[live.STATUS_TAG] == "FINISHED"
+    assert run.info.end_time >= run.info.start_time
+
+
+# --- components/tracked.py: the steps' side ----------------------------------------------
+
+def _context(**kwargs):
+    from tfx.dsl.components.base.base_executor import BaseExecutor
+
+    return BaseExecutor.Context(**kwargs)
+
+
+def test_the_run_id_comes_from_the_local_runner_or_from_the_kubeflow_task_path():
+    from components import tracked
+
+    assert tracked.pipeline_run_id(_context(pipeline_run_id="2026-12-04T10:00:00.1")) == "2026-12-04T10:00:00.1"
+    # Kubeflow V2 / Vertex: <root>/<project>/<job id>/<task>_<uuid>/.temp/<task id>/
+    kfp = _context(tmp_dir="gs://bucket/root/123/captioner-20261204/trainer_abc/.temp", unique_id="trainer_abc")
+    assert tracked.pipeline_run_id(kfp) == "captioner-20261204"
+    assert tracked.pipeline_run_id(_context()) is None and tracked.pipeline_run_id(None) is None
+
+
+def test_a_step_that_raises_ends_the_run_failed_and_still_raises(client, tmp_path):
+    from tfx.dsl.components.base.base_executor import BaseExecutor
+
+    from components import tracked
+
+    class Failing(BaseExecutor):
+        @tracked.records_failures(tracked.from_parameter)
+        def Do(self, input_dict, output_dict, exec_properties):  # noqa: N802 - TFX's name
+            raise ValueError("no signature 'beam_search'")
+
+    properties = {"tracking": tracked.encode(settings(tmp_path, None))}
+    with pytest.raises(ValueError, match="beam_search"):
+        Failing(_context(pipeline_run_id="run-7")).Do({}, {}, properties)
+    run = client.get_run(live.find_run(client, client.get_experiment_by_name("captioner").experiment_id, "run-7"))
+    assert run.info.status == "FAILED" and "ValueError: no signature 'beam_search'" in run.data.tags["error"]
+    # Without tracking settings the error is the same and nothing is recorded.
+    with pytest.raises(ValueError):
+        Failing(_context(pipeline_run_id="run-8")).Do({}, {}, {"tracking": ""})
+    assert live.find_run(client, run.info.experiment_id, "run-8") is None
