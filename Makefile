@@ -96,8 +96,9 @@ clean:  ## remove generated outputs (keeps .venv)
 
 .PHONY: serve serve-local
 
-serve: $(STAMP)  ## serve pushed models with TF Serving on :8501 (tensorflow_model_server, else Docker)
-	$(VPY) -m serving.tf_serving
+serve: $(STAMP)  ## serve pushed models with TF Serving on :8501 (tensorflow_model_server, else Docker), batching by serving/batching.config
+	$(VPY) -m serving.tf_serving --batching-parameters-file serving/batching.config
 
-serve-local: $(STAMP)  ## serve pushed models with the local REST server (TF Serving's API) on 127.0.0.1:8501
-	$(VPY) -m serving.local_server --model-base serving/models/captioner --port 8501 --host 127.0.0.1
+serve-local: $(STAMP)  ## serve pushed models with the local REST server (TF Serving's API) on 127.0.0.1:8501 (BATCHING=1: batch as make serve)
+	$(VPY) -m serving.local_server --model-base serving/models/captioner --port 8501 --host 127.0.0.1 \
+		$(if $(BATCHING),--enable-batching --batching-parameters-file serving/batching.config)

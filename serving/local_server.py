@@ -10,6 +10,8 @@ what it leaves out), so the caption CLI, the web page and the tests work against
 Stdlib HTTP server: one thread per connection, at most --max-connections of them, each cut
 off when its headers or body do not arrive in time; the model parts are serving/rest.py
 (protocol), serving/versions.py (which versions are loaded) and serving/servable.py (TF).
+With --enable-batching, concurrent requests are joined into graph calls by serving/batching.py,
+with the settings of TF Serving's batching parameters file (serving/batching_parameters.py).
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from pathlib import Path
 from typing import Sequence
 from urllib.parse import unquote, urlsplit
 
-from serving import rest
+from serving import batching_parameters, rest
+from serving.batching import BatchScheduler, Job
+from serving.batching_parameters import BatchingParameters
 from serving.rest import DEFAULT_MAX_BODY_BYTES, RestError
 from serving.versions import DEFAULT_LABEL, ModelVersions
 
@@ -74,6 +78,7 @@ class CaptionServer(ThreadingHTTPServer):
         body_timeout: float = DEFAULT_BODY_TIMEOUT,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         cors: bool = False,
+        batching: BatchingParameters | None = None,
     ):
         super().__init__(address, Handler)
         self.versions = versions
@@ -85,7 +90,13 @@ class CaptionServer(ThreadingHTTPServer):
         self.body_timeout = body_timeout
         self.max_connections = max_connections
         self.cors = cors
+        self.batcher = BatchScheduler(batching) if batching is not None else None
         self._slots = threading.BoundedSemaphore(max_connections)
+
+    def server_close(self) -> None:
+        super().server_close()
+        if self.batcher is not None:
+            self.batcher.stop()
 
     @property
     def url(self) -> str:
@@ -128,6 +139,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "captioner-local-server/1"
     server: CaptionServer
     _drain = 0  # bytes of a refused body to read and drop after the response
+    _note = ""  # how a predict request was batched, for its access-log line
     _timed_out = False  # the header deadline passed: the read side was shut
 
     # A request line too broken to tell its HTTP version is answered as HTTP/1.0, with a status
@@ -234,9 +246,10 @@ class Handler(BaseHTTPRequestHandler):
             status, body = 500, {"error": f"Internal error ({type(error).__name__}); the server log has the details"}
         self._respond(status, body, headers, head=head)
         log.info(
-            '%s "%s %s" %d %.1f ms',
-            self.client_address[0], self.command, self.path[:200], status, (time.perf_counter() - started) * 1000,
+            '%s "%s %s" %d %.1f ms%s',
+            self.client_address[0], self.command, self.path[:200], status, (time.perf_counter() - started) * 1000, self._note,
         )
+        self._note = ""
 
     def _respond(self, status: int, body, headers: dict[str, str], head: bool = False) -> None:
         if isinstance(body, (bytes, bytearray)):
@@ -398,8 +411,32 @@ class Handler(BaseHTTPRequestHandler):
         batch = max(len(values) for values in request.inputs.values())
         if batch > self.server.max_batch_size:
             raise RestError(400, f"Batch of {batch} instances is over the limit of {self.server.max_batch_size}; split it")
-        outputs = servable.predict(request.signature_name, request.inputs, self.server.max_execution_batch_size)
+        if self.server.batcher is None:
+            outputs = servable.predict(request.signature_name, request.inputs, self.server.max_execution_batch_size)
+        else:
+            outputs = self._predict_batched(servable, request, batch)
         return 200, rest.format_predict_response(outputs, request.format), {"X-Model-Version": str(servable.version)}
+
+    def _predict_batched(self, servable, request: rest.PredictRequest, batch: int):
+        """A request that fits a batch joins the queue of its version and signature; a larger one
+        runs on its own (TF Serving's large-batch splitting), or is refused as TF Serving refuses it."""
+        params = self.server.batcher.params
+        step = self.server.max_execution_batch_size
+        if batch > params.execution_batch_size:
+            if batch > params.max_batch_size:
+                raise RestError(400, f"Task size {batch} is larger than maximum input batch size {params.max_batch_size}")
+            self._note = f" (on its own: over the batch size {params.execution_batch_size})"
+            return servable.predict(request.signature_name, request.inputs, min(step or batch, params.execution_batch_size))
+        name = request.signature_name
+        job = Job(
+            key=(servable, name),
+            execute=lambda inputs: servable.predict(name, inputs, step),
+            split=lambda outputs, sizes: servable.split_outputs(name, outputs, sizes),
+        )
+        served = self.server.batcher.submit(job, request.inputs)
+        self._note = (f" (batch of {served.batch_images} image(s) from {served.batch_requests} request(s), "
+                      f"queued {served.queued_seconds * 1000:.1f} ms)")
+        return served.outputs
 
     def _check_model(self, model: str, status_request: bool = False) -> None:
         if model != self.server.versions.name:
@@ -452,6 +489,22 @@ def megabytes(text: str) -> float:
     return value
 
 
+def batching_file(text: str) -> BatchingParameters:
+    try:
+        return batching_parameters.read(Path(text))
+    except batching_parameters.BatchingConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The options, checked together: a batching file without --enable-batching is a mistake."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.batching_parameters_file is not None and not args.enable_batching:
+        parser.error("--batching-parameters-file needs --enable-batching (as in TF Serving, the file alone batches nothing)")
+    return args
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m serving.local_server",
@@ -474,6 +527,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"run larger batches as graph calls of at most this many images, so a big batch "
                              f"costs the memory of one call (default {DEFAULT_MAX_EXECUTION_BATCH_SIZE}; TF Serving's "
                              f"max_execution_batch_size with enable_large_batch_splitting)")
+    parser.add_argument("--enable-batching", action="store_true",
+                        help="join concurrent requests for the same version and signature into one graph call "
+                             "(TF Serving's --enable_batching); settings from --batching-parameters-file, else "
+                             "TF Serving's defaults")
+    parser.add_argument("--batching-parameters-file", type=batching_file, default=None, metavar="FILE",
+                        help="text-format BatchingParameters, the file TF Serving reads (e.g. serving/batching.config); "
+                             "needs --enable-batching")
     parser.add_argument("--header-timeout", type=seconds, default=DEFAULT_HEADER_TIMEOUT,
                         help=f"seconds for a request's line and headers, and for an idle keep-alive connection "
                              f"(default {DEFAULT_HEADER_TIMEOUT:g}); slower clients are cut off")
@@ -516,7 +576,10 @@ def make_server(args: argparse.Namespace) -> CaptionServer:
         max_execution_batch_size=args.max_execution_batch_size, static_dir=static_dir,
         header_timeout=args.header_timeout, body_timeout=args.body_timeout,
         max_connections=args.max_connections, cors=args.enable_cors_support,
+        batching=(args.batching_parameters_file or BatchingParameters()) if args.enable_batching else None,
     )
+    if server.batcher is not None:
+        log.info("batching: %s", server.batcher.params.describe())
     versions.start()
     return server
 
@@ -526,7 +589,7 @@ def _interrupt(signum, frame) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     try:
         server = make_server(args)

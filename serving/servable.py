@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -33,6 +34,8 @@ class Servable:
         self._model = tf.saved_model.load(str(self.path))
         self.signatures = {name: fn for name, fn in self._model.signatures.items()}
         self.signature_defs = read_signature_defs(self.path)
+        self.graph_calls = 0  # signature calls so far, warm-up included (tests count batching by it)
+        self._calls_lock = threading.Lock()
         self.load_seconds = time.perf_counter() - started
         if warmup:
             self.warm_up()
@@ -67,6 +70,8 @@ class Servable:
         parts = []
         for start in range(0, batch, step):
             feeds = {name: tf.constant(values[start : start + step], dtype=tf.string) for name, values in inputs.items()}
+            with self._calls_lock:
+                self.graph_calls += 1
             try:
                 outputs = fn(**feeds)
             except tf.errors.InvalidArgumentError as error:
@@ -75,6 +80,13 @@ class Servable:
         if len(parts) == 1:
             return parts[0]
         return {name: join_batches([part[name] for part in parts]) for name in parts[0]}
+
+    def split_outputs(self, signature_name: str, outputs: dict[str, np.ndarray], sizes: list[int]) -> list[dict[str, np.ndarray]]:
+        """The outputs of one call over several requests' images, as each request's own outputs
+        (serving/batching.py calls it): split_batches over the signature's variable-length axes."""
+        specs = self.signatures[signature_name].structured_outputs
+        variable = {name: tuple(i for i, size in enumerate(spec.shape) if i > 0 and size is None) for name, spec in specs.items()}
+        return split_batches(outputs, sizes, variable)
 
     def warm_up(self) -> None:
         """Calls every signature once on a tiny image, so the first request is not the slow one."""
@@ -121,6 +133,39 @@ def join_batches(arrays: list[np.ndarray]) -> np.ndarray:
         fill = b"" if a.dtype == object else 0
         padded.append(np.pad(a, widths, constant_values=fill) if any(w for _, w in widths) else a)
     return np.concatenate(padded)
+
+
+def split_batches(
+    outputs: dict[str, np.ndarray], sizes: list[int], variable_axes: dict[str, tuple[int, ...]]
+) -> list[dict[str, np.ndarray]]:
+    """join_batches undone: each part's rows (sizes[i] of them, in order), cut back on its
+    variable-length axes to the length its own call would have given. A call's captions, words
+    and attention rows are as long as its longest caption, so a short caption in a batch with a
+    long one comes back padded ("" and 0 past <end>); the trailing positions that are padding in
+    every output sharing that axis (the same variable axis, the same length) are dropped."""
+    parts, start = [], 0
+    for size in sizes:
+        part = {name: array[start : start + size] for name, array in outputs.items()}
+        start += size
+        groups: dict[tuple[int, int], list[str]] = {}
+        for name, axes in variable_axes.items():
+            for axis in axes:
+                if name in part and part[name].ndim > axis:
+                    groups.setdefault((axis, part[name].shape[axis]), []).append(name)
+        for (axis, length), names in groups.items():
+            keep = length
+            while keep > 0 and all(_is_padding(np.take(part[name], keep - 1, axis=axis)) for name in names):
+                keep -= 1
+            if keep < length:
+                cut = (slice(None),) * axis + (slice(0, keep),)
+                for name in names:
+                    part[name] = part[name][cut]
+        parts.append(part)
+    return parts
+
+
+def _is_padding(values: np.ndarray) -> bool:
+    return bool(np.all(values == (b"" if values.dtype == object else 0)))
 
 
 def read_signature_defs(path: Path) -> dict:

@@ -102,12 +102,13 @@ def push_version(model_dir: Path, base_dir: Path, version: int) -> Path:
 
 
 @contextlib.contextmanager
-def local_server(base_dir: Path, *args: str, wait_seconds: float = 120.0) -> Iterator[str]:
-    """serving.local_server in a thread of this process on a free loopback port; yields its URL
-    once a version is AVAILABLE. Extra command-line options go in `args`."""
+def running_server(base_dir: Path, *args: str, wait_seconds: float = 120.0) -> Iterator:
+    """serving.local_server in a thread of this process on a free loopback port; yields the
+    CaptionServer (its `url`, its `versions`) once a version is AVAILABLE. Extra command-line
+    options go in `args`."""
     from serving import local_server as server_module
 
-    options = server_module.build_parser().parse_args(
+    options = server_module.parse_args(
         ["--model-base", str(base_dir), "--host", "127.0.0.1", "--port", "0", "--poll-seconds", "0.2", *args]
     )
     server = server_module.make_server(options)
@@ -116,12 +117,19 @@ def local_server(base_dir: Path, *args: str, wait_seconds: float = 120.0) -> Ite
     try:
         if not server.versions.wait_until_available(wait_seconds):
             raise TimeoutError(f"no version of the model under {base_dir} became AVAILABLE in {wait_seconds} s")
-        yield server.url
+        yield server
     finally:
         server.shutdown()
         server.server_close()
         server.versions.stop()
         thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def local_server(base_dir: Path, *args: str, wait_seconds: float = 120.0) -> Iterator[str]:
+    """running_server's URL."""
+    with running_server(base_dir, *args, wait_seconds=wait_seconds) as server:
+        yield server.url
 
 
 @contextlib.contextmanager

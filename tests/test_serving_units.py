@@ -331,6 +331,11 @@ def test_serve_uses_the_binary_with_absolute_base_path(tmp_path):
     assert "--rest_api_port=8501" in command
     config = Path(next(arg for arg in command if arg.startswith("--model_config_file=")).split("=", 1)[1])
     assert f'base_path: "{(tmp_path / "models" / "captioner").resolve()}"' in config.read_text()
+    assert "--enable_batching" in command
+    assert f"--batching_parameters_file={(SERVING / 'batching.config').resolve()}" in command
+    args = tf_serving.build_parser().parse_args(["--models-dir", str(tmp_path / "models"), "--no-batching"])
+    command, _ = tf_serving.build_command(args, which=lambda name: "/opt/tfs/tensorflow_model_server")
+    assert not [arg for arg in command if "batching" in arg]
 
 
 def test_serve_falls_back_to_docker_then_explains(tmp_path):
@@ -338,9 +343,18 @@ def test_serve_falls_back_to_docker_then_explains(tmp_path):
     command, _ = tf_serving.build_command(args, which=lambda name: None, docker=lambda: (True, ""))
     assert command[:2] == ["docker", "run"] and "127.0.0.1:8501:8501" in command
     assert f"{(tmp_path / 'models').resolve()}:/models:ro" in command
+    assert f"{(SERVING / 'batching.config').resolve()}:/config/batching.config:ro" in command
+    assert command[-2:] == ["--enable_batching", "--batching_parameters_file=/config/batching.config"]
     command, message = tf_serving.build_command(args, which=lambda name: None, docker=lambda: (False, "`docker info` failed: no daemon"))
     assert command is None
     assert "tensorflow_model_server" in message and "no daemon" in message and "make serve-local" in message
+
+
+def test_serve_refuses_a_bad_batching_file_before_starting(tmp_path, capsys):
+    bad = tmp_path / "batching.config"
+    bad.write_text("max_batch_size { value: 0 }\n")
+    assert tf_serving.main(["--models-dir", str(tmp_path), "--batching-parameters-file", str(bad), "--dry-run"]) == 1
+    assert capsys.readouterr().err.strip() == f"error: {bad}: max_batch_size must be at least 1, got 0"
 
 
 def test_docker_answers_reports_why_not(monkeypatch):
@@ -367,6 +381,8 @@ def test_compose_file_wires_the_three_services():
     assert set(services) == {"tf-serving", "mlflow", "web"}
     assert "127.0.0.1:8501:8501" in services["tf-serving"]["ports"]
     assert "./models:/models:ro" in services["tf-serving"]["volumes"]
+    assert "./batching.config:/config/batching.config:ro" in services["tf-serving"]["volumes"]
+    assert {"--enable_batching", "--batching_parameters_file=/config/batching.config"} <= set(services["tf-serving"]["command"])
     assert "127.0.0.1:5000:5000" in services["mlflow"]["ports"]
     assert "sqlite:" in " ".join(services["mlflow"]["command"])
     for service in services.values():
