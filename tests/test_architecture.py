@@ -56,3 +56,16 @@ def test_the_check_sees_a_violation(tmp_path):
     source = tmp_path / "m.py"
     source.write_text("import os\n\ndef f():\n    from components.transform import text\n    import serving.rest\n")
     assert imported_packages(source) == {("components", 4), ("serving", 5)}
+
+
+def test_the_tracking_modules_import_without_tfx_or_tensorflow():
+    """Each MLflow piece (the run, its metrics, its files, the registry) loads on its own:
+    a notebook or another orchestrator can use it without TFX or TensorFlow."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import tracking.lifecycle, tracking.metrics, tracking.artifacts, tracking.registry; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'tfx', 'tensorflow', 'ml_metadata'}))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
