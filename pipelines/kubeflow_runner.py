@@ -75,9 +75,10 @@ def compile_pipeline(
         if not is_uri(value):
             log.warning("the %s %s is not a URI: every pod must see it (set CAPTIONER_%s to gs://...)",
                         name, value, "OUTPUT_ROOT" if name == "output root" else "DATA_DIR")
+    tracking = cluster_tracking(config)
     pipeline = create_pipeline(
         config,
-        tracking=cluster_tracking(config),
+        tracking=tracking,
         data_dir=data_dir,
         splits=list(config.data.splits),
         data_fingerprint=data_fingerprint,
@@ -93,6 +94,12 @@ def compile_pipeline(
         output_dir=str(output.parent),
         output_filename=output.name,
     )
+    if tracking is not None:  # whichever step fails, the MLflow run ends FAILED
+        from components.run_end.component import MlflowRunEnd
+        from components.tracked import encode
+
+        runner.set_exit_handler(MlflowRunEnd(final_status=tfx.orchestration.experimental.FinalStatusStr(),
+                                             tracking=encode(tracking)))
     runner.run(pipeline)
     return output
 

@@ -32,6 +32,14 @@ def spec(tmp_path_factory):
     return json.loads(output.read_text())
 
 
+def dag_tasks(spec: dict) -> dict:
+    """The pipeline's own tasks: under the exit handler's DAG when the spec has one."""
+    root = spec["pipelineSpec"]["root"]["dag"]["tasks"]
+    if "tfx-dag" in root:
+        return spec["pipelineSpec"]["components"]["tfx-dag"]["dag"]["tasks"]
+    return root
+
+
 def topological_order(tasks: dict) -> list[str]:
     order, done = [], set()
     while len(order) < len(tasks):
@@ -43,9 +51,9 @@ def topological_order(tasks: dict) -> list[str]:
 
 
 def test_spec_has_every_task_with_its_dependencies(spec):
-    tasks = spec["pipelineSpec"]["root"]["dag"]["tasks"]
+    tasks = dag_tasks(spec)
     assert set(tasks) == EXPECTED_TASKS
-    assert {v["componentRef"]["name"] for v in tasks.values()} == set(spec["pipelineSpec"]["components"])
+    assert {v["componentRef"]["name"] for v in tasks.values()} | {"tfx-dag", "MlflowRunEnd"} == set(spec["pipelineSpec"]["components"])
     assert "dependentTasks" not in tasks["Flickr8kExampleGen"]
     deps = {t: set(v.get("dependentTasks", [])) for t, v in tasks.items()}
     assert deps["StatisticsGen"] == {"Flickr8kExampleGen"}
@@ -65,8 +73,8 @@ def test_spec_names_the_image_and_the_cluster_paths(spec):
     assert spec["runtimeConfig"]["gcsOutputDirectory"] == "gs://bucket/captioner/out/tfx"
     executors = spec["pipelineSpec"]["deploymentSpec"]["executors"]
     containers = [e["container"] for e in executors.values() if "container" in e]
-    assert len(containers) == 11 and all(c["image"] == IMAGE for c in containers)
-    tasks = spec["pipelineSpec"]["root"]["dag"]["tasks"]
+    assert len(containers) == 12 and all(c["image"] == IMAGE for c in containers)  # 11 steps + the exit handler
+    tasks = dag_tasks(spec)
 
     def param(task, name):
         return tasks[task]["inputs"]["parameters"][name]["runtimeValue"]["constantValue"]["stringValue"]
@@ -109,7 +117,7 @@ def _string_param(tasks, task, name):
 
 
 def test_the_steps_that_log_carry_the_tracking_server_and_the_others_do_not(spec):
-    tasks = spec["pipelineSpec"]["root"]["dag"]["tasks"]
+    tasks = dag_tasks(spec)
     trainer = json.loads(_string_param(tasks, "Trainer", "custom_config"))["tracking"]
     settings = [trainer] + [json.loads(_string_param(tasks, t, "tracking")) for t in LOGGING_TASKS[1:]]
     for task, s in zip(LOGGING_TASKS, settings):
@@ -124,7 +132,18 @@ def test_without_a_tracking_server_the_spec_logs_nowhere_and_says_so(tmp_path, c
     from pipelines.kubeflow_runner import compile_pipeline
 
     output = compile_pipeline(load_config("smoke", env=ENV), tmp_path / "pipeline.json", image=IMAGE)
-    tasks = json.loads(output.read_text())["pipelineSpec"]["root"]["dag"]["tasks"]
+    spec = json.loads(output.read_text())
+    tasks = dag_tasks(spec)
+    assert "MlflowRunEnd" not in spec["pipelineSpec"]["root"]["dag"]["tasks"]
     assert all(_string_param(tasks, t, "tracking") == "" for t in LOGGING_TASKS[1:])
     assert "tracking" not in json.loads(_string_param(tasks, "Trainer", "custom_config"))
     assert "the steps will record nothing in MLflow" in caplog.text
+
+
+def test_an_exit_handler_gets_the_final_status_and_the_tracking_server(spec):
+    root = spec["pipelineSpec"]["root"]["dag"]["tasks"]
+    handler = root["MlflowRunEnd"]
+    assert handler["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"  # runs after a failure too
+    assert handler["dependentTasks"] == ["tfx-dag"]
+    assert "taskFinalStatus" in handler["inputs"]["parameters"]["final_status"]
+    assert json.loads(_string_param(root, "MlflowRunEnd", "tracking"))["tracking_uri"] == TRACKING_SERVER

@@ -141,3 +141,27 @@ def test_a_step_that_raises_ends_the_run_failed_and_still_raises(client, tmp_pat
     with pytest.raises(ValueError):
         Failing(_context(pipeline_run_id="run-8")).Do({}, {}, {"tracking": ""})
     assert live.find_run(client, run.info.experiment_id, "run-8") is None
+
+
+def test_the_kubeflow_exit_handler_ends_a_failed_job_failed_and_keeps_a_steps_own_error(client, tmp_path):
+    import json
+
+    from components import tracked
+    from components.run_end.component import end_run, job_id
+
+    tracking = tracked.encode(settings(tmp_path, None))
+    resource = "projects/123/locations/europe-west4/pipelineJobs/captioner-smoke-20261204"
+    assert job_id({"pipelineJobResourceName": resource}) == "captioner-smoke-20261204"
+    ok = json.dumps({"state": "SUCCEEDED", "pipelineJobResourceName": resource})
+    assert end_run(ok, tracking) is None and client.get_experiment_by_name("captioner") is None
+    failed = json.dumps({"state": "FAILED", "pipelineJobResourceName": resource,
+                         "error": {"code": 9, "message": "The DAG failed because some tasks failed: [statisticsgen]"}})
+    run = client.get_run(end_run(failed, tracking))
+    assert run.info.status == "FAILED" and run.data.tags["failed_step"] == "pipeline"
+    assert run.data.tags["error"] == "pipeline: RuntimeError: The DAG failed because some tasks failed: [statisticsgen]"
+    # A step that logs failed first, with its own error: that one stays.
+    other = "projects/123/locations/europe-west4/pipelineJobs/captioner-smoke-20261205"
+    live.fail_run(client, settings(tmp_path, "captioner-smoke-20261205"), "Trainer", MemoryError("out of memory"))
+    kept = client.get_run(end_run(failed.replace(resource, other), tracking))
+    assert kept.data.tags["failed_step"] == "Trainer" and "MemoryError" in kept.data.tags["error"]
+    assert end_run(failed, "") is None  # no tracking: nothing to end

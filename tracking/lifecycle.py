@@ -140,6 +140,15 @@ def fail_run(client, settings: TrackingSettings, step: str, error: BaseException
     return run_id
 
 
+def end_failed_run(client, settings: TrackingSettings, message: str) -> str:
+    """A pipeline run that failed (as its orchestrator says): its run ends FAILED with
+    `message`, unless a step already ended it FAILED with its own error. Returns the run id."""
+    found = find_run_of(client, settings)
+    if found is not None and client.get_run(found).info.status == "FAILED":
+        return found
+    return fail_run(client, settings, "pipeline", RuntimeError(message))
+
+
 def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 15] + "… (truncated)"
 

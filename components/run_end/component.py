@@ -1,0 +1,49 @@
+"""MlflowRunEnd: the Kubeflow V2 / Vertex exit handler that ends a failed pipeline run's
+MLflow run FAILED, whichever step failed.
+
+Under Kubeflow V2 / Vertex the pipelines/kubeflow_runner.py spec runs it after the whole
+DAG, successful or not, with the DAG's final status (`FinalStatusStr`: the JSON of KFP's
+PipelineTaskFinalStatus). A run that succeeded was already ended by RunRecorder; a failed
+one is ended FAILED with the orchestrator's error, unless a step that logs already ended
+it with its own. LocalDagRunner has no exit handlers: there, the steps before the Trainer
+record nothing when they fail (README, MLflow). The work is in `end_run`.
+
+No `from __future__ import annotations` here: TFX reads the real annotation objects.
+"""
+
+import json
+from typing import Optional
+
+from tfx import v1 as tfx
+
+from tracking.lifecycle import TrackingSettings, end_failed_run
+
+
+def job_id(final_status: dict) -> Optional[str]:
+    """The pipeline job's id: the last part of its resource name (the directory each task
+    runs under, which the steps take as their pipeline run id; components/tracked.py)."""
+    name = final_status.get("pipelineJobResourceName") or final_status.get("pipelineJobName") or ""
+    return name.rstrip("/").rsplit("/", 1)[-1] or None
+
+
+def end_run(final_status_json: str, tracking: str) -> Optional[str]:
+    """End the MLflow run of a failed pipeline job FAILED; None when there is nothing to do
+    (the job succeeded, or no tracking settings). Returns the run id."""
+    final_status = json.loads(final_status_json or "{}")
+    if final_status.get("state") == "SUCCEEDED" or not tracking:
+        return None
+    run_id = job_id(final_status)
+    if run_id is None:
+        return None
+    settings = TrackingSettings.from_dict(json.loads(tracking))
+    import mlflow
+
+    message = (final_status.get("error") or {}).get("message") or f"the pipeline ended {final_status.get('state', 'unknown')}"
+    client = mlflow.MlflowClient(settings.tracking_uri)
+    return end_failed_run(client, settings.with_run_id(run_id), message)
+
+
+@tfx.orchestration.experimental.exit_handler
+def MlflowRunEnd(final_status: tfx.dsl.components.Parameter[str], tracking: tfx.dsl.components.Parameter[str]):
+    """Ends the pipeline run's MLflow run FAILED when the pipeline failed."""
+    end_run(final_status, tracking)
