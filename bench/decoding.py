@@ -1,0 +1,220 @@
+"""The decoding loop's cost per step against the bare backbone and against the loop's floor.
+
+Run `python -m bench.decoding --model-dir EXPORTED_SAVEDMODEL --transform-graph DIR
+--profile PROFILE [--images DIR] [--runs N]` (the model and the Transform graph of one run).
+One process, the same single images, the sides alternating image by image so that load
+from other processes hits all alike:
+
+  backbone       decode + resize + the backbone's feature model, one tf.function call (the
+                 bare cost a caption cannot avoid);
+  shipped        the given export's `greedy` and `beam_search` signatures, as it was exported;
+  this checkout  the same decoder weights exported again with this checkout's models/ code
+                 (the SavedModel's variables read into the profile's Keras decoder), so a
+                 change to the decoding loop is measured against the code before it; its
+                 captions are compared token for token with the shipped export's.
+
+Per step = (signature p50 - backbone p50) / decoding steps (the greedy caption's words plus
+<end>). The floor of one step is estimated two ways and the larger is the floor: the bytes
+the step must read (the per-step layers' weights, one embedding row a beam, and the image's
+annotations and attention keys) against the memory bandwidth measured here (a numpy copy of
+256 MiB), and the step's multiply-adds against the matmul rate measured here at the loop's
+own shape (rows = beams). Attention decoders only (every Flickr8k profile). The last line
+is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_IMAGES = REPO.parent / "shared" / "flickr8k-fullsize-dev"
+GOAL_BEAM = 1.5  # beam search single-image p50 / backbone p50
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.decoding", description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", type=Path, required=True, help="an exported serving SavedModel (a pushed version)")
+    parser.add_argument("--transform-graph", type=Path, required=True, help="the Transform graph of the same run (its vocabulary)")
+    parser.add_argument("--profile", default="flickr8k_lite0", help="the profile it was trained with (default flickr8k_lite0)")
+    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help="a folder of JPEGs (default: the full-size dev photos)")
+    parser.add_argument("--runs", type=int, default=60, help="timed single-image calls per side (default 60)")
+    return parser
+
+
+def card_of(model_dir: Path) -> dict:
+    path = model_dir / "assets.extra" / "captioner_push.json"
+    return json.loads(path.read_text())["card"] if path.is_file() else {}
+
+
+def memory_bandwidth_gbs() -> float:
+    """GB/s of a 256 MiB numpy copy (read + write counted), best of 5."""
+    import numpy as np
+
+    source = np.ones(256 * 2**20 // 8)
+    target = np.empty_like(source)
+    best = min(_timed(lambda: np.copyto(target, source)) for _ in range(5))
+    return 2 * source.nbytes / best / 1e9
+
+
+def matmul_gflops(rows: int, inner: int, cols: int, repeats: int = 200) -> float:
+    """GFLOP/s of a [rows, inner] x [inner, cols] float32 matmul in a tf.function, best of 3."""
+    import tensorflow as tf
+
+    a = tf.random.normal([rows, inner])
+    b = tf.random.normal([inner, cols])
+
+    @tf.function
+    def many():
+        total = tf.zeros([rows, cols])
+        for _ in tf.range(repeats):
+            total += tf.matmul(a, b)
+        return total
+
+    many()
+    best = min(_timed(lambda: many().numpy()) for _ in range(3))
+    return 2 * rows * inner * cols * repeats / best / 1e9
+
+
+# The attention decoder's layers a decoding step runs (the rest run once per image).
+STEP_LAYERS = ("attention_query", "attention_score", "context_gate", "lstm_cell", "deep_output", "logits")
+
+
+def step_cost(captioner, beams: int, grid_cells: int) -> tuple[float, float]:
+    """(bytes read, multiply-adds) of one decoding step of `captioner` over `beams` rows."""
+    weights_bytes, macs = 0.0, 0.0
+    for layer in captioner.layers:
+        if layer.name not in STEP_LAYERS:
+            continue
+        for v in layer.weights:
+            size = 1
+            for d in v.shape:
+                size *= d
+            weights_bytes += 4 * size
+            if len(v.shape) == 2:
+                rows = beams * (grid_cells if layer.name == "attention_score" else 1)
+                macs += rows * size
+    # One embedding row per beam; the annotations and keys of the image, per beam row.
+    weights_bytes += 4 * beams * (captioner.embedding_dim + grid_cells * (captioner.hidden_dim + captioner.attention_dim))
+    macs += beams * grid_cells * captioner.attention_dim  # the keys + query sums, as multiply-adds
+    return weights_bytes, macs
+
+
+def _timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def reexport(model_dir: Path, transform_graph: str, profile: str, target: Path):
+    """The shipped decoder's weights exported again with this checkout's code; (captioner, backbone)."""
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    from bench.decode_sweep import _load_decoder
+    from configs import load_config
+    from configs.config import TrainerSections
+    from models.backbones import get_backbone
+    from models.export import DecodeSettings, export_serving_model
+    from models.trainer import build_model
+    from models.vocabulary import load_vocabulary
+
+    cfg = TrainerSections.of(load_config(profile))
+    vocabulary = load_vocabulary(tft.TFTransformOutput(transform_graph))
+    backbone = get_backbone(cfg.features.backbone, cfg.features.weights, cfg.features.weights_path)
+    h, w, c = backbone.grid_shape
+    captioner = build_model(len(vocabulary), cfg)
+    captioner({"image_grid": tf.zeros([1, h * w, c]), "tokens": tf.zeros([1, 2], tf.int64)})
+    captioner = _load_decoder(captioner, str(model_dir))
+    d = cfg.decode
+    export_serving_model(backbone.build_feature_model(), captioner, vocabulary, backbone.image_size,
+                         DecodeSettings(cfg.text.max_length, d.beam_width, d.length_penalty, d.default, d.no_repeat_ngram_size),
+                         target, cfg.serving.max_image_pixels)
+    return captioner, backbone, h * w
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tempfile
+
+    import tensorflow as tf
+
+    from models.images import decode_images
+
+    model_dir = args.model_dir
+    images = [p.read_bytes() for p in sorted(args.images.glob("*.jpg"))[: max(args.runs, 8)]]
+    if not images:
+        raise SystemExit(f"error: no .jpg in {args.images}")
+    card = card_of(model_dir)
+    print(f"model {model_dir} (profile {args.profile}, default {card.get('decode', '?')}); {len(images)} images "
+          f"from {args.images}; load average {os.getloadavg()[0]:.2f}")
+    target = Path(tempfile.mkdtemp(prefix="reexport-"))
+    captioner, backbone, grid_cells = reexport(model_dir, str(args.transform_graph), args.profile, target)
+    shipped, mine = tf.saved_model.load(str(model_dir)), tf.saved_model.load(str(target))
+    feature_model = backbone.build_feature_model()
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def bare(encoded):
+        return feature_model(decode_images(encoded, backbone.image_size))
+
+    sides = {"backbone": lambda x: bare(x)}
+    for name in ("greedy", "beam_search"):
+        if name in shipped.signatures:
+            sides[f"shipped {name}"] = lambda x, s=shipped.signatures[name]: s(images=x)
+            sides[f"this checkout {name}"] = lambda x, s=mine.signatures[name]: s(images=x)
+    for side in sides.values():  # warm-up: tracing, first allocations
+        for image in images[:3]:
+            side(tf.constant([image]))
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    captions: dict[str, list[str]] = {name: [] for name in sides if name != "backbone"}
+    steps = []
+    for i in range(args.runs):
+        batch = tf.constant([images[i % len(images)]])
+        for name, side in sides.items():
+            started = time.perf_counter()
+            out = side(batch)
+            times[name].append(time.perf_counter() - started)
+            if name != "backbone":
+                captions[name].append(out["caption"].numpy()[0].decode())
+            if name == "shipped greedy":
+                steps.append(len(captions[name][-1].split()) + 1)
+    p50 = {name: 1000 * statistics.median(t) for name, t in times.items()}
+    mean_steps = statistics.mean(steps)
+    bandwidth = memory_bandwidth_gbs()
+    result = {"model_dir": str(model_dir), "load_average": round(os.getloadavg()[0], 2), "steps_mean": round(mean_steps, 2),
+              "p50_ms": {k: round(v, 2) for k, v in p50.items()}, "memory_gbs": round(bandwidth, 1), "decoders": {}}
+    print(f"bare backbone p50 {p50['backbone']:.1f} ms; greedy captions take {mean_steps:.1f} steps on average; "
+          f"memory {bandwidth:.1f} GB/s")
+    for name in sides:
+        if name == "backbone":
+            continue
+        beams = 1 if name.endswith("greedy") else int(card.get("beam_width", 3))
+        loop_rate = matmul_gflops(beams, captioner.embedding_dim, captioner.vocab_size)
+        weights_bytes, macs = step_cost(captioner, beams, grid_cells)
+        floor_ms = 1000 * max(weights_bytes / (bandwidth * 1e9), 2 * macs / (loop_rate * 1e9))
+        per_step = (p50[name] - p50["backbone"]) / mean_steps
+        ratio = p50[name] / p50["backbone"]
+        entry = {"ratio": round(ratio, 3), "per_step_ms": round(per_step, 3), "floor_ms": round(floor_ms, 4),
+                 "step_bytes": int(weights_bytes), "step_macs": int(macs), "loop_matmul_gflops": round(loop_rate, 1)}
+        if name.startswith("this checkout"):
+            shipped_captions = captions[name.replace("this checkout", "shipped")]
+            entry["same_captions"] = f"{sum(a == b for a, b in zip(captions[name], shipped_captions))}/{len(shipped_captions)}"
+        result["decoders"][name] = entry
+        print(f"{name:26s} p50 {p50[name]:6.1f} ms = {ratio:.2f}x the backbone; {per_step:.3f} ms a step, floor "
+              f"{floor_ms:.4f} ms ({weights_bytes / 1e6:.2f} MB at {bandwidth:.0f} GB/s; {2 * macs / 1e6:.2f} MFLOP at "
+              f"{loop_rate:.1f} GFLOP/s){'; same captions ' + entry['same_captions'] if 'same_captions' in entry else ''}")
+    beam = result["decoders"].get("this checkout beam_search")
+    if beam:
+        print(f"beam search / backbone {beam['ratio']:.2f} (goal <= {GOAL_BEAM}): {'met' if beam['ratio'] <= GOAL_BEAM else 'NOT met'}")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
