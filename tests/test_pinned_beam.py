@@ -108,3 +108,54 @@ def test_greedy_takes_the_likeliest_token_each_step():
     assert caption(ids.numpy()[0]) == [A, END]
     assert ids.numpy()[0].tolist() == padded([A, END], ids.shape[1])
     assert log_probability.numpy()[0] == pytest.approx(LOG_P[START, A] + LOG_P[A, END], rel=1e-5)
+
+
+def _log_table(entries: dict[tuple[int, int], float]) -> np.ndarray:
+    probs = np.full((VOCAB, VOCAB), TINY)
+    for (prev, nxt), p in entries.items():
+        probs[prev, nxt] = p
+    probs[PAD, PAD] = probs[END, PAD] = 1.0
+    return np.log(probs / probs.sum(axis=1, keepdims=True))
+
+
+class TableStub(MarkovStub):
+    """MarkovStub over a table of its own."""
+
+    def __init__(self, log_p: np.ndarray):
+        self.log_p = tf.constant(log_p, tf.float32)
+
+    def step(self, tokens, states, image):
+        return tf.gather(self.log_p, tokens), [tokens]
+
+
+def _beam(log_p: np.ndarray, max_length: int, alpha: float = 0.7, no_repeat: int = 0):
+    inputs = {"image_features": tf.zeros([1, 1])}
+    ids, scores = beam_search_decode(TableStub(log_p), inputs, START, END, PAD, max_length, beam_width=3,
+                                     length_penalty=alpha, no_repeat_ngram_size=no_repeat)
+    return ids.numpy()[0], scores.numpy()[0]
+
+
+def test_a_caption_that_never_ends_runs_to_max_length_minus_one_tokens():
+    log_p = _log_table({(START, A): 1.0, (A, A): 1.0})
+    ids, scores = _beam(log_p, max_length=6)
+    assert list(ids[0]) == [A] * 5  # <start> plus 5 tokens fill max_length 6
+    assert scores[0] == pytest.approx((log_p[START, A] + 4 * log_p[A, A]) / 5 ** 0.7, abs=1e-5)
+
+
+def test_a_caption_of_just_end_is_scored_by_its_log_probability_alone():
+    log_p = _log_table({(START, END): 0.9, (START, A): 0.1, (A, END): 1.0})
+    ids, scores = _beam(log_p, max_length=6)
+    assert caption(ids[0]) == [END]
+    assert scores[0] == pytest.approx(log_p[START, END], abs=1e-6)  # divided by 1**alpha: unchanged
+
+
+def test_no_repeated_words_with_a_block_of_single_words():
+    # Left alone, the best beam says "a a a a a" (0.8 a step); blocking 1-grams forbids any word twice.
+    log_p = _log_table({(START, A): 1.0, (A, A): 0.8, (A, B): 0.1, (A, END): 0.1, (B, END): 0.9, (B, A): 0.1})
+    free, _ = _beam(log_p, max_length=6)
+    assert list(free[0]) == [A] * 5
+    ids, _ = _beam(log_p, max_length=6, no_repeat=1)
+    for row in ids:
+        words = [int(t) for t in caption(row) if t not in (END, PAD)]
+        assert len(words) == len(set(words)), row
+    assert caption(ids[0]) == [A, B, END]

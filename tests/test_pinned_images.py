@@ -55,3 +55,21 @@ def test_a_batch_keeps_each_image_its_own_pixels():
     out = decode_images(batch, 2).numpy()
     np.testing.assert_allclose(out[0], np.broadcast_to([255.0, 0.0, 0.0], (2, 2, 3)), atol=1e-3)
     np.testing.assert_allclose(out[1], np.broadcast_to([0.0, 0.0, 255.0], (2, 2, 3)), atol=1e-3)
+
+
+def test_empty_bytes_are_refused_as_empty_in_a_graph_and_eagerly():
+    import pytest
+
+    graph = tf.function(lambda x: decode_images(x, 8), input_signature=[tf.TensorSpec([None], tf.string)])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="image bytes are empty"):
+        graph(tf.constant([b""]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="image bytes are empty"):
+        decode_image(tf.constant(b""), 8)
+
+
+def test_one_byte_is_not_called_empty():
+    import pytest
+
+    with pytest.raises(tf.errors.InvalidArgumentError) as error:
+        decode_image(tf.constant(b"\xff"), 8)
+    assert "empty" not in str(error.value)

@@ -48,6 +48,9 @@ MODULES: dict[str, list[str]] = {
     "components/caption_pusher/push.py": ["tests/test_pusher.py", "tests/test_pinned_push.py", "-k", "not executor"],
     "configs/config.py": ["tests/test_config.py", "tests/test_pinned_config.py"],
     "data/download.py": ["tests/test_download.py", "tests/test_pinned_download.py"],
+    # TensorFlow modules: a mutant costs about a minute (TF's import); run them with --jobs 1.
+    "models/images.py": ["tests/test_pinned_images.py", "tests/test_image_budget.py"],
+    "models/decoding.py": ["tests/test_pinned_beam.py", "tests/test_decoder.py"],
 }
 
 # Operator swaps: each maps to the one it becomes.
