@@ -4,9 +4,11 @@ a failure recorded as a FAILED run.
 The settings are a component parameter (`tracking`, the JSON of
 tracking.lifecycle.TrackingSettings; "" = no tracking), so they reach the step under any
 orchestrator. The TFX pipeline run id comes from the executor's context: LocalDagRunner sets
-it; the Kubeflow V2 / Vertex launcher does not, but runs each task under
-`<pipeline root>/<job id>/<task>/` (tfx/orchestration/kubeflow/v2/container/
-kubeflow_v2_run_executor.py), so there the job id is the run id.
+it; TFX's Kubeflow V2 launcher does not, but on Vertex AI each task runs under
+`gs://<pipeline root>/<project>/<job id>/<task>/` (tfx/orchestration/kubeflow/v2/container/
+kubeflow_v2_run_executor.py), so there the job id is the run id. Open-source Kubeflow
+Pipelines runs tasks under a local `/tmp/kfp_outputs/` with no job id in it: there the
+steps find no run id and log nothing (with a warning) rather than mix every job into one run.
 """
 
 from __future__ import annotations
@@ -35,11 +37,14 @@ def pipeline_run_id(context: Any) -> str | None:
         return None
     if getattr(context, "pipeline_run_id", None):
         return context.pipeline_run_id
-    try:  # Kubeflow V2: <task root>/.temp/<task id>/ with <task root> = <job dir>/<task>
-        parts = PurePosixPath(context.get_tmp_path().rstrip("/")).parts
+    try:  # Vertex: gs://.../<job id>/<task>/.temp/<task id>/
+        tmp_path = context.get_tmp_path().rstrip("/")
     except (RuntimeError, ValueError):
         return None
-    return parts[-4] if len(parts) >= 4 and parts[-2] == ".temp" else None
+    if "://" not in tmp_path:  # a local task directory (open-source KFP): no job id in it
+        return None
+    parts = PurePosixPath(tmp_path).parts
+    return parts[-4] if len(parts) >= 5 and parts[-2] == ".temp" else None
 
 
 def settings_of(raw: str | Mapping[str, Any] | None, context: Any) -> TrackingSettings | None:
@@ -69,7 +74,7 @@ def open_run(settings: TrackingSettings):
 
 def records_failures(raw_settings: Callable[[Mapping[str, Any]], Any]):
     """Decorate an executor's `Do`: when it raises, the pipeline run's MLflow run ends FAILED
-    with the error (then the error goes on). `raw_settings(exec_properties)` finds the
+    with the error (KILLED on Ctrl-C or SIGTERM; then the error goes on). `raw_settings(exec_properties)` finds the
     settings among the step's parameters."""
 
     def decorate(do):
@@ -77,7 +82,7 @@ def records_failures(raw_settings: Callable[[Mapping[str, Any]], Any]):
         def wrapper(self, input_dict, output_dict, exec_properties):
             try:
                 return do(self, input_dict, output_dict, exec_properties)
-            except Exception as error:
+            except BaseException as error:  # Ctrl-C and SIGTERM too: the run must not stay RUNNING
                 context = getattr(self, "_context", None)
                 settings = settings_of(raw_settings(exec_properties), context)
                 if settings is not None:
@@ -85,8 +90,9 @@ def records_failures(raw_settings: Callable[[Mapping[str, Any]], Any]):
                         import mlflow
 
                         step = step_name(context, type(self).__module__)
-                        run_id = fail_run(mlflow.MlflowClient(settings.tracking_uri), settings, step, error)
-                        log.info("MLflow: run %s ended FAILED (%s failed)", run_id, step)
+                        status = "FAILED" if isinstance(error, Exception) else "KILLED"
+                        run_id = fail_run(mlflow.MlflowClient(settings.tracking_uri), settings, step, error, status)
+                        log.info("MLflow: run %s ended %s (%s stopped)", run_id, status, step)
                     except Exception as e:  # noqa: BLE001 - the step's own error is the one to see
                         log.warning("MLflow: could not record the failure (%s: %s)", type(e).__name__, e)
                 raise

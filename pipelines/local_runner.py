@@ -161,7 +161,8 @@ def summary(config: Config, paths: RunPaths, mlflow_ui: str, log_file: Path, sec
     if paths.mlflow_run_id:
         lines.append(f"MLflow run {paths.mlflow_run_id} in {config.mlflow_tracking_uri}; full log: {log_file}")
     else:
-        lines.append(f"no new MLflow run: no step that logs ran (all from TFX's cache); full log: {log_file}")
+        lines.append(f"no MLflow run found for this pipeline run (every step that logs came from TFX's cache, "
+                     f"or the lookup failed: see the log); full log: {log_file}")
     return "\n".join(lines)
 
 

@@ -186,3 +186,20 @@ def test_the_gallery_embeds_image_bytes_it_is_given(tmp_path):
     page = report.gallery_html(predictions, {"img_000": buffer.getvalue()}, tmp_path / "g.html", size=2).read_text()
     assert page.count('src="data:image/jpeg;base64,') == 1
     assert "image img_001.jpg not found in the evaluated examples" in page
+
+
+def test_an_older_push_reused_from_the_cache_leaves_production_on_the_newer_version(tmp_path, outputs):
+    from mlflow import MlflowClient
+    from tfx.types import standard_artifacts as std
+
+    config, first = _record(tmp_path, outputs, "2026-01-01T10:00:00")
+    newer = dict(outputs, pushed_model=[_artifact(std.PushedModel, tmp_path / "tfx" / "pushed2", pushed=1, pushed_version=2,
+                                                  pushed_destination="/serving/captioner/2", reason="pushed as version 2")],
+                 model=[_artifact(std.Model, tmp_path / "tfx" / "model" / "8")])
+    _tiny_saved_model(tmp_path / "tfx" / "model" / "8" / "Format-Serving")
+    _record(tmp_path, newer, "2026-01-01T11:00:00")
+    client = MlflowClient(tracking_uri=config.mlflow_tracking_uri)
+    assert str(client.get_model_version_by_alias("captioner", "production").version) == "2"
+    _record(tmp_path, outputs, "2026-01-01T12:00:00")  # the first push again, e.g. only the recorder reran
+    assert str(client.get_model_version_by_alias("captioner", "production").version) == "2"
+    assert len(client.search_model_versions("name = 'captioner'")) == 2

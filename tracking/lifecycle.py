@@ -129,24 +129,26 @@ def finish_run(client, run_id: str) -> None:
     client.set_terminated(run_id, "FINISHED")
 
 
-def fail_run(client, settings: TrackingSettings, step: str, error: BaseException) -> str:
+def fail_run(client, settings: TrackingSettings, step: str, error: BaseException, status: str = "FAILED") -> str:
     """Record that `step` failed with `error`: the run (created if no step had logged yet)
-    ends FAILED with the error in its tags. Returns the run id."""
+    ends `status` (FAILED, or KILLED when it was stopped) with the error in its tags.
+    Returns the run id."""
     run_id = find_or_create_run(client, settings)
     client.set_tag(run_id, ERROR_TAG, clip(f"{step}: {type(error).__name__}: {error}", MAX_TAG_CHARS))
     client.set_tag(run_id, "failed_step", step)
-    client.set_tag(run_id, STATUS_TAG, "FAILED")
-    client.set_terminated(run_id, "FAILED")
+    client.set_tag(run_id, STATUS_TAG, status)
+    client.set_terminated(run_id, status)
     return run_id
 
 
-def end_failed_run(client, settings: TrackingSettings, message: str) -> str:
-    """A pipeline run that failed (as its orchestrator says): its run ends FAILED with
-    `message`, unless a step already ended it FAILED with its own error. Returns the run id."""
+def end_failed_run(client, settings: TrackingSettings, message: str, status: str = "FAILED") -> str:
+    """A pipeline run that failed (as its orchestrator says): its run ends `status` (FAILED
+    or KILLED) with `message`, unless a step already ended it so with its own error.
+    Returns the run id."""
     found = find_run_of(client, settings)
-    if found is not None and client.get_run(found).info.status == "FAILED":
+    if found is not None and client.get_run(found).info.status in ("FAILED", "KILLED"):
         return found
-    return fail_run(client, settings, "pipeline", RuntimeError(message))
+    return fail_run(client, settings, "pipeline", RuntimeError(message), status)
 
 
 def clip(text: str, limit: int) -> str:

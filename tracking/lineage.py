@@ -29,6 +29,7 @@ from typing import Any
 from configs import Config
 from configs.cli import add_config_arguments, config_from_args
 from models.contract import BLEU_METRICS
+from tracking.lifecycle import find_run
 from tracking.run_record import (
     NODE_CONTEXT,
     PIPELINE_CONTEXT,
@@ -208,14 +209,10 @@ def add_mlflow(lineage: Lineage, tracking_uri: str, experiment: str) -> Lineage:
     found = client.get_experiment_by_name(experiment)
     if found is None or not lineage.pipeline_run_id:
         return dataclasses.replace(lineage, mlflow_tracking_uri=tracking_uri)
-    runs = client.search_runs(
-        [found.experiment_id],
-        filter_string=f"tags.pipeline_run_id = '{lineage.pipeline_run_id}'",
-        order_by=["attributes.start_time DESC"],
-    )
-    if not runs:
+    run_id = find_run(client, found.experiment_id, lineage.pipeline_run_id)  # the one every step logs into
+    if run_id is None:
         return dataclasses.replace(lineage, mlflow_tracking_uri=tracking_uri)
-    run = runs[0]
+    run = client.get_run(run_id)
     return dataclasses.replace(
         lineage,
         mlflow_tracking_uri=tracking_uri,

@@ -79,7 +79,7 @@ def log_history(client, run_id: str, history: Mapping[str, list]) -> None:
         totals["best_val_loss"] = min(history["val_loss"])
     if history.get("epoch_seconds"):
         totals["train_seconds"] = float(sum(history["epoch_seconds"]))
-    rows += [Metric(key, float(value), now, 0) for key, value in totals.items()]
+    rows += [Metric(key, float(value), now, 0) for key, value in totals.items() if not has_metric(client, run_id, key)]
     log_rows(client, run_id, rows)
 
 

@@ -18,6 +18,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from tracking.lifecycle import quoted
+
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "model"  # the logged model's name within the run
@@ -98,10 +100,16 @@ def model_signature(signatures: Mapping[str, Mapping[str, tuple[str, int]]]):
 
 
 def find_logged_model(client, experiment_id: str, tfx_model_uri: str):
-    """The logged model of this TFX model (by tag), or None."""
-    found = client.search_logged_models([experiment_id], filter_string=f"tags.{MODEL_URI_TAG} = '{tfx_model_uri}'",
-                                        max_results=1)
-    return found[0] if found else None
+    """The logged model of this TFX model (by tag), or None; only a complete one (READY):
+    MLflow creates the entry before it uploads the files, so a failed upload leaves one."""
+    from mlflow.entities import LoggedModelStatus
+
+    found = client.search_logged_models(
+        [experiment_id], filter_string=f"tags.{MODEL_URI_TAG} = {quoted(tfx_model_uri)}",
+        order_by=[{"field_name": "creation_time", "ascending": False}],
+    )
+    ready = [m for m in found if m.status == LoggedModelStatus.READY]
+    return ready[0] if ready else None
 
 
 def log_model(export_dir: Path, tags: Mapping[str, str], input_example: bytes | None):
@@ -130,10 +138,15 @@ def register_push(client, name: str, model_uri: str, pushed: Mapping[str, str], 
     from `model_uri`), now holding the alias `production`. Returns the version number."""
     import mlflow
 
-    existing = [v for v in _model_versions(client, name) if all(v.tags.get(k) == value for k, value in pushed.items())]
+    versions = _model_versions(client, name)
+    existing = [v for v in versions if all(v.tags.get(k) == value for k, value in pushed.items())]
     if existing:  # e.g. a cached rerun: the very push this version records
         version = max(existing, key=lambda v: int(v.version))
         log.info("MLflow: push %s is already %s version %s", pushed.get("pushed_version"), name, version.version)
+        newest = max(int(v.version) for v in versions)
+        if int(version.version) < newest:  # an older push reused from the cache: production stays
+            log.info("MLflow: %s@%s stays on the newer version %d", name, PRODUCTION_ALIAS, newest)
+            return str(version.version)
     else:
         with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints what the next line logs
             version = mlflow.register_model(model_uri, name, tags={**pushed, **tags})
@@ -143,9 +156,4 @@ def register_push(client, name: str, model_uri: str, pushed: Mapping[str, str], 
 
 
 def _model_versions(client, name: str) -> list:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return list(client.search_model_versions(f"name = '{name}'"))
-    except MlflowException:
-        return []
+    return list(client.search_model_versions(f"name = {quoted(name)}"))

@@ -1,7 +1,8 @@
-"""MlflowRunEnd: the Kubeflow V2 / Vertex exit handler that ends a failed pipeline run's
-MLflow run FAILED, whichever step failed.
+"""MlflowRunEnd: the Vertex AI exit handler that ends a failed pipeline run's MLflow run
+FAILED, whichever step failed.
 
-Under Kubeflow V2 / Vertex the pipelines/kubeflow_runner.py spec runs it after the whole
+TFX supports exit handlers on Vertex AI only (tfx.orchestration.experimental.exit_handler).
+There the pipelines/kubeflow_runner.py spec runs it after the whole
 DAG, successful or not, with the DAG's final status (`FinalStatusStr`: the JSON of KFP's
 PipelineTaskFinalStatus). A run that succeeded was already ended by RunRecorder; a failed
 one is ended FAILED with the orchestrator's error, unless a step that logs already ended
@@ -18,6 +19,9 @@ from tfx import v1 as tfx
 
 from tracking.lifecycle import TrackingSettings, end_failed_run
 
+# PipelineTaskFinalStatus states that mean the job did not succeed (CANCELLED -> KILLED).
+FAILED_STATES = ("FAILED", "CANCELLED", "CANCELED")
+
 
 def job_id(final_status: dict) -> Optional[str]:
     """The pipeline job's id: the last part of its resource name (the directory each task
@@ -30,7 +34,8 @@ def end_run(final_status_json: str, tracking: str) -> Optional[str]:
     """End the MLflow run of a failed pipeline job FAILED; None when there is nothing to do
     (the job succeeded, or no tracking settings). Returns the run id."""
     final_status = json.loads(final_status_json or "{}")
-    if final_status.get("state") == "SUCCEEDED" or not tracking:
+    state = str(final_status.get("state", "")).upper()
+    if state not in FAILED_STATES or not tracking:  # succeeded, or a state this does not know
         return None
     run_id = job_id(final_status)
     if run_id is None:
@@ -40,7 +45,8 @@ def end_run(final_status_json: str, tracking: str) -> Optional[str]:
 
     message = (final_status.get("error") or {}).get("message") or f"the pipeline ended {final_status.get('state', 'unknown')}"
     client = mlflow.MlflowClient(settings.tracking_uri)
-    return end_failed_run(client, settings.with_run_id(run_id), message)
+    status = "KILLED" if state.startswith("CANCEL") else "FAILED"
+    return end_failed_run(client, settings.with_run_id(run_id), message, status)
 
 
 @tfx.orchestration.experimental.exit_handler

@@ -21,8 +21,8 @@ from components.run_recorder import executor
 
 
 class MlflowRun(types.Artifact):
-    """mlflow_run.json: where the pipeline run's MLflow run is (tracking URI, experiment and
-    run id; the id is also the custom property `mlflow_run_id`), so ML Metadata links to it."""
+    """mlflow_run.json: where the pipeline run's MLflow run is (tracking URI and run id; the
+    id is also the custom property `mlflow_run_id`), so ML Metadata links to it."""
 
     TYPE_NAME = "captioner.MlflowRun"
 

@@ -1,7 +1,9 @@
 """TFX glue for RunRecorder: every step's outputs into the pipeline run's MLflow run, then FINISHED.
 
 Each part is logged on its own: one that fails is a warning and a line in the run's tag
-`tracking_errors`, and the rest goes on. What a step logged itself while it ran (the
+`tracking_errors`, and the rest goes on. A tracking server that cannot be reached at all
+fails the step (after the push): TFX does not cache a failed step, so rerunning the
+pipeline, everything else from the cache, completes the record. What a step logged itself while it ran (the
 Trainer's epochs, the evaluator's scores) is not logged again; what a step reused from
 TFX's cache did not log in this run, so it is filled in here from its outputs. The model is
 logged once per TFX model (tracking/registry.py).
@@ -223,7 +225,9 @@ class _Recorder:
             try:
                 info = registry.log_model(export_dir, tags, example)
             finally:
-                mlflow.end_run()  # FINISHED; finish_run records it again at the very end
+                mlflow.end_run()
+                # end_run marks the run FINISHED: it is not, until finish_run at the very end.
+                self.client.update_run(self.run_id, status="RUNNING")
         self.client.set_tag(self.run_id, "logged_model", info.model_id)
         return info.model_uri
 

@@ -72,12 +72,15 @@ class LiveTraining(keras.callbacks.Callback):
         try:
             self.client = mlflow.MlflowClient(self.settings.tracking_uri)
             self.run_id = lifecycle.find_or_create_run(self.client, self.settings)
-            metrics.log_params(self.client, self.run_id, self.params_to_log)
             log.info("MLflow: logging the epochs live into run %s (%s)", self.run_id, self.settings.tracking_uri)
         except Exception as e:  # noqa: BLE001 - tracking must not stop the training
             log.warning("MLflow: no live epoch metrics (%s: %s)", type(e).__name__, e)
             self.run_id = None
             return
+        try:
+            metrics.log_params(self.client, self.run_id, self.params_to_log)
+        except Exception as e:  # noqa: BLE001 - e.g. a param the run already has with another value
+            log.warning("MLflow: the training's params were not logged (%s: %s)", type(e).__name__, e)
         self._start_system_metrics()
 
     def _start_system_metrics(self) -> None:
