@@ -148,17 +148,3 @@ def images_by_id(batches: Iterator[Any], wanted: set[str]) -> dict[str, bytes]:
         if len(found) == len(wanted):
             break
     return found
-
-
-def small_jpeg(image: bytes, max_px: int = 96) -> bytes:
-    """The image as a small JPEG (fits `max_px`): an input example that costs little to store."""
-    import io
-
-    from PIL import Image
-
-    with Image.open(io.BytesIO(image)) as picture:
-        picture = picture.convert("RGB")
-        picture.thumbnail((max_px, max_px))
-        buffer = io.BytesIO()
-        picture.save(buffer, format="JPEG", quality=85)
-    return buffer.getvalue()

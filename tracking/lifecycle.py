@@ -151,6 +151,11 @@ def end_failed_run(client, settings: TrackingSettings, message: str, status: str
     return fail_run(client, settings, "pipeline", RuntimeError(message), status)
 
 
+def gate_tags(blessed: bool, reason: str) -> dict[str, str]:
+    """The gate's decision as the run's tags `gate_decision` and `gate_reason`."""
+    return {"gate_decision": "blessed" if blessed else "not blessed", "gate_reason": clip(reason, MAX_TAG_CHARS)}
+
+
 def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 15] + "… (truncated)"
 

@@ -79,20 +79,27 @@ def pick_gallery(predictions: Sequence[Mapping[str, Any]], size: int) -> list[Ma
     return [ordered[i * len(ordered) // size] for i in range(size)]
 
 
+def small_jpeg(image: Path | bytes, max_px: int = 224) -> bytes:
+    """The image (a file or its bytes) as a JPEG shrunk to fit `max_px`; raises
+    OSError or ValueError when it is not a readable image."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(image) if isinstance(image, bytes) else image) as picture:
+        picture = picture.convert("RGB")
+        picture.thumbnail((max_px, max_px))
+        buffer = io.BytesIO()
+        picture.save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
+
+
 def thumbnail_data_uri(image: Path | bytes, max_px: int = 224) -> str | None:
     """A base64 JPEG `data:` URI of the image (a file or its bytes) shrunk to fit `max_px`,
     or None if unreadable."""
-    from PIL import Image
-
     try:
-        with Image.open(io.BytesIO(image) if isinstance(image, bytes) else image) as image:
-            image = image.convert("RGB")
-            image.thumbnail((max_px, max_px))
-            buffer = io.BytesIO()
-            image.save(buffer, format="JPEG", quality=85)
+        jpeg = small_jpeg(image, max_px)
     except (OSError, ValueError):
         return None
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
 
 
 GALLERY_STYLE = """

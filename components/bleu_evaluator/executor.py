@@ -26,12 +26,14 @@ from components.bleu_evaluator import evaluate, gate
 from components.tracked import from_parameter, records_failures
 from models.coco_caption import COCO_METRICS
 from models.contract import BLEU_METRICS, CIDER_METRIC, EXAMPLE_IMAGE_FILE, METRICS_FILE, PREDICTIONS_FILE
-from tracking.artifacts import images_by_id, small_jpeg
-from tracking.lifecycle import MAX_TAG_CHARS, clip
+from tracking.artifacts import images_by_id
+from tracking.lifecycle import gate_tags
+from tracking.report import small_jpeg
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SIGNATURE = "serving_default"
+EXAMPLE_MAX_PX = 96  # the input example's size: it only has to show what the model takes
 
 
 class Executor(base_executor.BaseExecutor):
@@ -97,7 +99,8 @@ class Executor(base_executor.BaseExecutor):
             "blessed": decision.blessed,
             "reason": decision.reason,
         }
-        pictures = _gallery_images(files, result.predictions, int(exec_properties.get("gallery_size") or 0))
+        gallery_size = int(exec_properties.get("gallery_size") or 0)
+        pictures = _gallery_images(files, result.predictions, gallery_size)
         _write_evaluation(evaluation_artifact, metrics, result.predictions, pictures)
         _mark_blessing(blessing, model, baseline, decision)
         # The candidate's scores travel with the blessing: the pusher puts them on the model card.
@@ -106,8 +109,7 @@ class Executor(base_executor.BaseExecutor):
                 blessing.set_float_custom_property(name, float(metrics[name]))
         settings = tracked.settings_of(from_parameter(exec_properties), self._context)
         if settings is not None:
-            _log_to_mlflow(settings, metrics, result.predictions, pictures, int(exec_properties.get("gallery_size") or 0),
-                           evaluation_artifact.uri)
+            _log_to_mlflow(settings, metrics, result.predictions, pictures, gallery_size, evaluation_artifact.uri)
 
 
 def _gallery_images(files: list[str], predictions: list[dict], size: int) -> dict[str, bytes]:
@@ -128,8 +130,8 @@ def _log_to_mlflow(settings, metrics: dict[str, Any], predictions: list[dict], p
     try:
         client, run_id = tracked.open_run(settings)
         run_metrics.log_values(client, run_id, run_metrics.evaluation_values(metrics))
-        client.set_tag(run_id, "gate_decision", "blessed" if metrics["blessed"] else "not blessed")
-        client.set_tag(run_id, "gate_reason", clip(str(metrics["reason"]), MAX_TAG_CHARS))
+        for key, value in gate_tags(metrics["blessed"], str(metrics["reason"])).items():
+            client.set_tag(run_id, key, value)
         run_artifacts.log_evaluation(client, run_id, metrics, predictions, pictures, size,
                                      f"{settings.pipeline_name} {settings.pipeline_run_id}")
         run_artifacts.mark_logged(client, run_id, run_artifacts.EVALUATION_DIR, source_uri)
@@ -187,7 +189,7 @@ def _write_evaluation(artifact: types.Artifact, metrics: dict[str, Any], predict
     os.makedirs(artifact.uri, exist_ok=True)
     if pictures:
         with open(os.path.join(artifact.uri, EXAMPLE_IMAGE_FILE), "wb") as f:
-            f.write(small_jpeg(pictures[min(pictures)]))
+            f.write(small_jpeg(pictures[min(pictures)], EXAMPLE_MAX_PX))
     with open(os.path.join(artifact.uri, METRICS_FILE), "w") as f:
         json.dump(metrics, f, indent=2)
     with open(os.path.join(artifact.uri, PREDICTIONS_FILE), "w") as f:

@@ -127,9 +127,8 @@ class _Recorder:
         tags = {}
         blessing, pushed = self.inputs.get("blessing"), self.inputs.get("pushed_model")
         if blessing is not None:
-            blessed = blessing.get_int_custom_property("blessed") == 1
-            tags["gate_decision"] = "blessed" if blessed else "not blessed"
-            tags["gate_reason"] = lifecycle.clip(blessing.get_string_custom_property("reason"), lifecycle.MAX_TAG_CHARS)
+            tags.update(lifecycle.gate_tags(blessing.get_int_custom_property("blessed") == 1,
+                                            blessing.get_string_custom_property("reason")))
         if pushed is not None:
             tags["pushed"] = "true" if pushed.get_int_custom_property("pushed") == 1 else "false"
             if tags["pushed"] == "true":
