@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench.machine import matmul_gflops, memory_bandwidth_gbs
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_IMAGES = REPO.parent / "shared" / "flickr8k-fullsize-dev"
 GOAL_BEAM = 1.5  # beam search single-image p50 / backbone p50
@@ -50,35 +52,6 @@ def build_parser() -> argparse.ArgumentParser:
 def card_of(model_dir: Path) -> dict:
     path = model_dir / "assets.extra" / "captioner_push.json"
     return json.loads(path.read_text())["card"] if path.is_file() else {}
-
-
-def memory_bandwidth_gbs() -> float:
-    """GB/s of a 256 MiB numpy copy (read + write counted), best of 5."""
-    import numpy as np
-
-    source = np.ones(256 * 2**20 // 8)
-    target = np.empty_like(source)
-    best = min(_timed(lambda: np.copyto(target, source)) for _ in range(5))
-    return 2 * source.nbytes / best / 1e9
-
-
-def matmul_gflops(rows: int, inner: int, cols: int, repeats: int = 200) -> float:
-    """GFLOP/s of a [rows, inner] x [inner, cols] float32 matmul in a tf.function, best of 3."""
-    import tensorflow as tf
-
-    a = tf.random.normal([rows, inner])
-    b = tf.random.normal([inner, cols])
-
-    @tf.function
-    def many():
-        total = tf.zeros([rows, cols])
-        for _ in tf.range(repeats):
-            total += tf.matmul(a, b)
-        return total
-
-    many()
-    best = min(_timed(lambda: many().numpy()) for _ in range(3))
-    return 2 * rows * inner * cols * repeats / best / 1e9
 
 
 # The attention decoder's layers a decoding step runs (the rest run once per image).
@@ -103,12 +76,6 @@ def step_cost(captioner, beams: int, grid_cells: int) -> tuple[float, float]:
     weights_bytes += 4 * beams * (captioner.embedding_dim + grid_cells * (captioner.hidden_dim + captioner.attention_dim))
     macs += beams * grid_cells * captioner.attention_dim  # the keys + query sums, as multiply-adds
     return weights_bytes, macs
-
-
-def _timed(fn) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
 
 
 def reexport(model_dir: Path, transform_graph: str, profile: str, target: Path):

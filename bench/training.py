@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench.machine import matmul_gflops
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.training", description=__doc__.splitlines()[0])
@@ -50,29 +52,8 @@ def caption_macs(model, grid_cells: int, channels: int, positions: int) -> int:
     return encode + positions * step
 
 
-def matmul_gflops(rows: int, inner: int, cols: int, repeats: int = 20) -> float:
-    import tensorflow as tf
-
-    a, b = tf.random.normal([rows, inner]), tf.random.normal([inner, cols])
-
-    @tf.function
-    def many():
-        total = tf.zeros([rows, cols])
-        for _ in tf.range(repeats):
-            total += tf.matmul(a, b)
-        return total
-
-    many()
-    best = float("inf")
-    for _ in range(3):
-        started = time.perf_counter()
-        many().numpy()
-        best = min(best, time.perf_counter() - started)
-    return 2 * rows * inner * cols * repeats / best / 1e9
-
-
-def timed_training(cfg, vocab: int, grid: tuple[int, int, int], steps: int, jit: bool) -> float:
-    """Seconds a step of the second epoch (the first traces and compiles)."""
+def timed_training(cfg, vocab: int, grid: tuple[int, int, int], steps: int, jit: bool):
+    """(seconds a step of the second epoch, the model); the first epoch traces and compiles."""
     import keras
     import tensorflow as tf
 
@@ -90,7 +71,8 @@ def timed_training(cfg, vocab: int, grid: tuple[int, int, int], steps: int, jit:
     data = tf.data.Dataset.from_tensors((inputs, tokens[:, 1:], tf.ones([batch, length - 1]))).repeat()
 
     class EpochTimer(keras.callbacks.Callback):
-        seconds: list[float] = []
+        def on_train_begin(self, logs=None):
+            self.seconds: list[float] = []
 
         def on_epoch_begin(self, epoch, logs=None):
             self._started = time.perf_counter()
@@ -99,7 +81,6 @@ def timed_training(cfg, vocab: int, grid: tuple[int, int, int], steps: int, jit:
             self.seconds.append(time.perf_counter() - self._started)
 
     timer = EpochTimer()
-    timer.seconds = []
     model.fit(data, epochs=2, steps_per_epoch=steps, verbose=0, callbacks=[timer])
     return timer.seconds[1] / steps, model
 
@@ -118,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     batch, positions = cfg.train.batch_size, cfg.text.max_length - 1
     print(f"profile {args.profile}: batch {batch}, {positions} positions, grid {grid}, vocabulary {args.vocab}; "
           f"load average {os.getloadavg()[0]:.2f}")
-    peak = matmul_gflops(1024, 1024, 1024)
+    peak = matmul_gflops(1024, 1024, 1024, repeats=20)
     lstm_shape = matmul_gflops(batch, cfg.model.embedding_dim + cfg.model.hidden_dim, 4 * cfg.model.hidden_dim, repeats=200)
     print(f"matmul: {peak:.0f} GFLOP/s at 1024^3, {lstm_shape:.0f} GFLOP/s at the LSTM's training shape "
           f"[{batch}, {cfg.model.embedding_dim + cfg.model.hidden_dim}] x [.., {4 * cfg.model.hidden_dim}]")
