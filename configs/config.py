@@ -212,6 +212,34 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ScstConfig:
+    """Self-critical sequence training after cross-entropy (models/scst.py): the decoder is
+    trained on its own sampled captions with their CIDEr-D as the reward."""
+
+    # Epochs of the second stage; 0 turns it off. The epoch with the best dev CIDEr-D wins.
+    epochs: int = 0
+    # Captions sampled per image; each one's baseline is the mean reward of the others.
+    samples_per_image: int = 5
+    # Images per optimizer step (each with samples_per_image captions).
+    batch_size: int = 16
+    learning_rate: float = 5e-5
+    # Tokens per sampled caption, <start> and <end> included; at most text.max_length.
+    max_length: int = 16
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0:
+            raise ConfigError(f"scst.epochs must be >= 0, got {self.epochs}")
+        if self.samples_per_image < 2:
+            raise ConfigError(f"scst.samples_per_image must be >= 2 (the baseline is the other samples), got {self.samples_per_image}")
+        if self.batch_size < 1:
+            raise ConfigError(f"scst.batch_size must be >= 1, got {self.batch_size}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"scst.learning_rate must be > 0, got {self.learning_rate}")
+        if self.max_length < 2:
+            raise ConfigError(f"scst.max_length must be >= 2 (<start> and <end>), got {self.max_length}")
+
+
+@dataclasses.dataclass(frozen=True)
 class DecodeConfig:
     """How the serving graph generates captions."""
 
@@ -314,11 +342,18 @@ class Config:
     text: TextConfig = TextConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    scst: ScstConfig = ScstConfig()
     decode: DecodeConfig = DecodeConfig()
     gate: GateConfig = GateConfig()
     push: PushConfig = PushConfig()
     serving: ServingConfig = ServingConfig()
     mlflow: MlflowConfig = MlflowConfig()
+
+    def __post_init__(self) -> None:
+        if self.scst.epochs and self.scst.max_length > self.text.max_length:
+            raise ConfigError(
+                f"scst.max_length ({self.scst.max_length}) must be at most text.max_length ({self.text.max_length})"
+            )
 
     def resolve(self, path: str) -> Path:
         """An absolute path: relative paths in profiles are relative to the repo root."""
@@ -365,6 +400,7 @@ class TrainerSections:
     text: TextConfig
     model: ModelConfig
     train: TrainConfig
+    scst: ScstConfig
     decode: DecodeConfig
     serving: ServingConfig
 
@@ -374,7 +410,7 @@ class TrainerSections:
         features = config.features
         if features.weights_path:
             features = dataclasses.replace(features, weights_path=str(config.resolve(features.weights_path)))
-        return cls(features, config.text, config.model, config.train, config.decode, config.serving)
+        return cls(features, config.text, config.model, config.train, config.scst, config.decode, config.serving)
 
     def to_custom_config(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -86,6 +86,39 @@ def greedy_decode(
     return generated, log_probability
 
 
+def sample_decode(
+    model: Captioner,
+    image_inputs: Mapping[str, tf.Tensor],
+    start_id: int,
+    end_id: int,
+    pad_id: int,
+    max_length: int,
+    seed: tf.Tensor,
+) -> tf.Tensor:
+    """Captions sampled from the model's distribution: ids [B, max_length-1] (pad after <end>).
+
+    Self-critical training's samples (models/scst.py). Each token is drawn from the softmax
+    of the step's logits, except padding and <start>, which no caption contains. `seed` is
+    a stateless seed [2] (int32/int64), so a training's samples repeat with its seed.
+    """
+    image = model.encode_image(image_inputs)
+    states = model.initial_state(image)
+    batch = _batch_size(image_inputs)
+    never = tf.where(tf.reduce_any(tf.range(model.vocab_size)[None, :] == [[pad_id], [start_id]], axis=0), NEG_INF, 0.0)
+    tokens = tf.fill([batch], tf.constant(start_id, tf.int64))
+    finished = tf.zeros([batch], tf.bool)
+    generated = tf.TensorArray(tf.int64, size=max_length - 1)
+    for t in tf.range(max_length - 1):
+        logits, states = model.step(tokens, states, image)
+        step_seed = tf.random.experimental.stateless_fold_in(seed, t)
+        drawn = tf.random.stateless_categorical(logits + never, 1, step_seed, dtype=tf.int64)[:, 0]
+        next_tokens = tf.where(finished, tf.constant(pad_id, tf.int64), drawn)
+        generated = generated.write(t, next_tokens)
+        finished = finished | tf.equal(next_tokens, end_id)
+        tokens = next_tokens
+    return tf.transpose(generated.stack())
+
+
 def beam_search_decode(
     model: Captioner,
     image_inputs: Mapping[str, tf.Tensor],

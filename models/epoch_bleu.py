@@ -21,7 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from models.metrics import corpus_bleu_scores
+from models.metrics import corpus_bleu_scores, corpus_cider
 from models.vocabulary import decode, special_ids
 from models.decoding import greedy_decode
 
@@ -78,6 +78,18 @@ class EpochBleu(keras.callbacks.Callback):
             for offset, ids in enumerate(self._decode(batch).numpy()):
                 captions[str(start + offset)] = decode(list(ids), self.vocabulary)
         return captions
+
+    def scores(self, model: keras.Model, cider: bool = True) -> dict[str, float]:
+        """bleu_1..bleu_4 (and cider_d) of `model`'s greedy eval captions, outside a fit
+        (self-critical training's per-epoch dev scores, models/scst.py)."""
+        if self._decode is None or self.model is not model:
+            self.set_model(model)
+            self.on_train_begin()
+        captions = self.captions()
+        scores = corpus_bleu_scores(captions, self.references)
+        if cider:
+            scores["cider_d"] = corpus_cider(captions, self.references)
+        return scores
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         started = time.monotonic()

@@ -34,9 +34,10 @@ from models.contract import (
     TRANSFORMED_IMAGE_ID_KEY,
 )
 from models.decoder import MergeCaptioner
+from models import scst
 from models.epoch_bleu import EpochBleu, references_by_image
 from models.export import DecodeSettings, export_serving_model
-from models.vocabulary import load_vocabulary
+from models.vocabulary import load_vocabulary, special_ids
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +157,10 @@ def train(
 ) -> tuple[keras.Model, list[str], dict[str, list[float]]]:
     """Fit the decoder; returns the model (the best epoch's weights), vocabulary and history.
 
+    With `scst.epochs` > 0, self-critical training follows (models/scst.py); its per-epoch
+    values join the history, numbered on after the cross-entropy epochs (None before).
     `extra_callbacks` run after the project's own (e.g. live MLflow metrics, added by the
-    Trainer's wrapper in components/trainer)."""
+    Trainer's wrapper in components/trainer), in both stages."""
     keras.utils.set_random_seed(cfg.train.seed)
     vocabulary = load_vocabulary(tft_output)
     spec = tft_output.transformed_feature_spec()
@@ -168,13 +171,14 @@ def train(
     train_rows = load_caption_rows(train_files, spec, cfg.text.max_length, **image_args)
     train_ds = caption_dataset(train_rows, cfg.train.batch_size, shuffle_seed=cfg.train.seed)
     eval_ds = caption_dataset(eval_rows, cfg.train.batch_size, shuffle_seed=None)
-    del train_rows  # the dataset holds the arrays
+    scst_images = scst.ScstImages.of(train_rows.images, train_rows.image_index, train_rows.captions) if cfg.scst.epochs else None
+    del train_rows  # the dataset holds the arrays (and scst_images the per-image ones)
     fit_args: dict[str, Any] = {"epochs": cfg.train.epochs}
     if cfg.train.max_steps > 0:  # a capped run, e.g. a deliberately undertrained model
         train_ds = train_ds.repeat()
         fit_args = {"epochs": 1, "steps_per_epoch": cfg.train.max_steps}
     epoch_bleu = None
-    if cfg.train.select_by != "val_loss":
+    if cfg.train.select_by != "val_loss" or scst_images is not None:
         references = references_by_image(eval_rows.image_index, eval_rows.captions, vocabulary)
         epoch_bleu = EpochBleu(eval_rows.images, references, vocabulary, cfg.text.max_length)
     epoch_log = _EpochLog()
@@ -182,10 +186,28 @@ def train(
     callbacks = [*fit_callbacks(cfg, epoch_bleu), epoch_log, _BatchProgress(), *extra_callbacks]
     history = model.fit(train_ds, validation_data=eval_ds, callbacks=callbacks, verbose=0, **fit_args)
     log.info("trained %d epochs in %.1f s", len(history.history["loss"]), time.monotonic() - started)
-    return model, vocabulary, {
+    result = {
         **{k: [float(v) for v in vals] for k, vals in history.history.items()},
         "epoch_seconds": epoch_log.seconds,
     }
+    if scst_images is not None:
+        epochs = len(result["loss"])
+        scst_history, _ = scst.train_self_critical(
+            model, scst_images, lambda: epoch_bleu.scores(model), cfg.scst, special_ids(vocabulary),
+            cfg.train.seed, callbacks=extra_callbacks, first_epoch=epochs,
+        )
+        result = join_stages(result, scst_history, epochs)
+    return model, vocabulary, result
+
+
+def join_stages(first: dict[str, list], second: dict[str, list], first_epochs: int) -> dict[str, list]:
+    """One history over both stages' epochs: a key of the second stage only is None over the
+    first stage's `first_epochs` epochs, so list position i is epoch i + 1 for every key."""
+    joined = dict(first)
+    for key, values in second.items():
+        earlier = list(first.get(key) or [])
+        joined[key] = earlier + [None] * (first_epochs - len(earlier)) + list(values)
+    return joined
 
 
 def fit_callbacks(cfg: TrainerSections, epoch_bleu: keras.callbacks.Callback | None = None) -> list[keras.callbacks.Callback]:

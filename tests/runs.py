@@ -22,22 +22,28 @@ def smoke_config(output_root: Path, profile: str = "smoke", **overrides) -> Conf
 
 def trainer_sections(profile: str = "smoke_attention", **changes) -> TrainerSections:
     """The profile's training sections with flat changes (`learning_rate=0.01`) applied to the
-    one section that has that field; a name two sections share is an error."""
+    first section that has that field (train before scst, text before scst); a dotted name
+    (`**{"scst.learning_rate": 1e-4}`) picks the section."""
     sections = TrainerSections.of(load_config(profile, env={}))
     return with_changes(sections, **changes)
 
 
 def with_changes(sections: TrainerSections, **changes) -> TrainerSections:
-    """`sections` with each flat change put into the section that owns the field."""
+    """`sections` with each change put into its section: `section.key`, or a plain key into
+    the first section (in TrainerSections' order) that has the field."""
     per_section: dict[str, dict] = {}
     for key, value in changes.items():
-        owners = [
-            f.name for f in dataclasses.fields(sections)
-            if key in {g.name for g in dataclasses.fields(getattr(sections, f.name))}
-        ]
-        if len(owners) != 1:
-            raise KeyError(f"{key!r} belongs to {owners or 'no section'}; change it in one section")
-        per_section.setdefault(owners[0], {})[key] = value
+        if "." in key:
+            owner, key = key.split(".", 1)
+        else:
+            owners = [
+                f.name for f in dataclasses.fields(sections)
+                if key in {g.name for g in dataclasses.fields(getattr(sections, f.name))}
+            ]
+            if not owners:
+                raise KeyError(f"{key!r} belongs to no section")
+            owner = owners[0]
+        per_section.setdefault(owner, {})[key] = value
     return dataclasses.replace(
         sections, **{name: dataclasses.replace(getattr(sections, name), **kw) for name, kw in per_section.items()}
     )

@@ -48,3 +48,23 @@ def test_the_pushed_models_card_names_the_runs_that_trained_it(attention_run, ml
     run = MlflowClient(mlflow_server.uri).get_run(attention_run.mlflow_run_id)
     assert str(card["vocabulary_size"]) == run.data.params["vocabulary_size"]  # counted from the Transform graph
     assert card["epochs_trained"] == run.data.metrics["epochs_trained"]
+
+
+def test_the_self_critical_epochs_follow_the_cross_entropy_ones(attention_run, mlflow_server):
+    """smoke_attention runs two SCST epochs: their reward and dev CIDEr-D are logged live,
+    numbered on after the cross-entropy epochs, as the history holds them."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_server.uri)
+    history = json.loads((mlmd.latest_uri(attention_run.metadata_path, "ModelRun") / "history.json").read_text())
+    epochs, scst_epochs = len(history["loss"]), attention_run.config.scst.epochs
+    assert scst_epochs == 2
+    for key in ("scst_reward", "val_cider_d", "val_bleu_4"):
+        assert history[key][:epochs] == [None] * epochs and None not in history[key][epochs:], key
+        logged = client.get_metric_history(attention_run.mlflow_run_id, key)
+        assert [m.step for m in logged] == list(range(epochs + 1, epochs + scst_epochs + 1)), key
+        assert [m.value for m in logged] == pytest.approx(history[key][epochs:]), key
+    assert len(history["epoch_seconds"]) == epochs + scst_epochs
+    run = client.get_run(attention_run.mlflow_run_id)
+    assert run.data.metrics["scst_epochs_trained"] == scst_epochs
+    assert "SCST epoch 2/2: mean sample reward" in attention_run.console

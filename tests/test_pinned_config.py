@@ -290,7 +290,7 @@ def test_every_section_and_the_trainer_sections_refuse_assignment():
     names = [f.name for f in dataclasses.fields(config) if dataclasses.is_dataclass(getattr(config, f.name))]
     assert names == [
         "pipeline", "data", "ingest", "validation", "beam", "features", "text",
-        "model", "train", "decode", "gate", "push", "serving", "mlflow",
+        "model", "train", "scst", "decode", "gate", "push", "serving", "mlflow",
     ]
     sections = [getattr(config, name) for name in names]
     for section in sections + [config.data.synthetic, TrainerSections.of(config)]:

@@ -25,7 +25,8 @@ from tracking.lifecycle import clip
 MAX_PARAM_CHARS = 6000
 # The Trainer's per-epoch values, under the names of its history (step = epoch from 1).
 EPOCH_METRICS = ("loss", "val_loss", "accuracy", "val_accuracy", "epoch_seconds",
-                 "val_bleu_1", "val_bleu_2", "val_bleu_3", "val_bleu_4")  # BLEU: train.select_by
+                 "val_bleu_1", "val_bleu_2", "val_bleu_3", "val_bleu_4",  # BLEU: train.select_by or SCST
+                 "scst_reward", "val_cider_d")  # self-critical training (scst.epochs)
 # metrics.json key -> MLflow metric name.
 EVAL_METRICS = {"bleu_1": "bleu_1", "bleu_2": "bleu_2", "bleu_3": "bleu_3", "bleu_4": "bleu_4",
                 "cider": "cider", "num_images": "eval_num_images", "seconds": "eval_seconds",
@@ -77,6 +78,8 @@ def log_history(client, run_id: str, history: Mapping[str, list]) -> None:
         totals["epochs_trained"] = len(history["loss"])
     if history.get("val_loss"):
         totals["best_val_loss"] = min(history["val_loss"])
+    if any(v is not None for v in history.get("scst_reward") or []):
+        totals["scst_epochs_trained"] = sum(v is not None for v in history["scst_reward"])
     if history.get("epoch_seconds"):
         totals["train_seconds"] = float(sum(history["epoch_seconds"]))
     rows += [Metric(key, float(value), now, 0) for key, value in totals.items() if not has_metric(client, run_id, key)]

@@ -22,6 +22,7 @@ CURVES = (
     ("loss", (("loss", "train"), ("val_loss", "eval"))),
     ("accuracy", (("accuracy", "train"), ("val_accuracy", "eval"))),
     ("greedy eval BLEU", (("val_bleu_1", "BLEU-1"), ("val_bleu_4", "BLEU-4"))),
+    ("CIDEr-D (self-critical stage)", (("scst_reward", "train samples' reward"), ("val_cider_d", "greedy eval"))),
 )
 
 STAT_COLUMNS = (
@@ -46,7 +47,8 @@ def learning_curve_png(history: Mapping[str, Sequence[float]], path: Path, title
     for i, (y_label, lines) in enumerate(panels, start=1):
         ax = fig.add_subplot(1, len(panels), i)
         for key, label in lines:
-            values = list(history.get(key) or [])
+            # None: an epoch without this value (e.g. SCST's before its stage began).
+            values = [math.nan if v is None else v for v in history.get(key) or []]
             if values:
                 ax.plot(range(1, len(values) + 1), values, marker="o", markersize=3, label=f"{label} ({key})")
         ax.set_xlabel("epoch")

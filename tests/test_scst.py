@@ -1,0 +1,137 @@
+"""Self-critical sequence training (scst.*): the second stage trains on the model's own
+samples with their CIDEr-D as the reward.
+
+Real Keras models on tiny synthetic data whose grids say the class (dog or cat): what a
+user notices is the reward rising over the epochs, better captions on held-out images, and
+that the stage keeps its best epoch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from configs.config import ConfigError, ScstConfig
+from models import scst, text
+from models.decoding import sample_decode
+from models.epoch_bleu import EpochBleu, references_by_image
+from models.trainer import build_model, join_stages
+from tests.runs import trainer_sections
+from tests.test_epoch_selection import CELLS, CHANNELS, VOCAB, caption_ids, images
+
+LENGTH = 8
+IDS = {"pad": 0, "start": VOCAB.index(text.START), "end": VOCAB.index(text.END)}
+# Two phrasings per class, so CIDEr-D's document frequencies and references vary.
+REFERENCES = [
+    [["a", "dog", "runs", "on", "grass"], ["dog", "runs", "on", "grass"], ["a", "dog", "on", "grass"]],
+    [["a", "cat", "sits", "on", "sofa"], ["cat", "sits", "on", "sofa"], ["a", "cat", "on", "sofa"]],
+]
+
+
+def scst_images(grids: np.ndarray, classes: np.ndarray) -> scst.ScstImages:
+    rows = [(i, caption_ids(ref)) for i, c in enumerate(classes) for ref in REFERENCES[c]]
+    index = np.array([i for i, _ in rows])
+    captions = np.stack([ids for _, ids in rows])
+    return scst.ScstImages.of({"image_grid": grids}, index, captions)
+
+
+def dev_scorer(seed: int = 1, count: int = 16) -> EpochBleu:
+    grids, classes = images(seed, count)
+    rows = [(i, caption_ids(ref)) for i, c in enumerate(classes) for ref in REFERENCES[c]]
+    references = references_by_image(np.array([i for i, _ in rows]), np.stack([r for _, r in rows]), VOCAB)
+    return EpochBleu({"image_grid": grids}, references, VOCAB, LENGTH, batch_size=8)
+
+
+def untrained_model(seed: int = 3):
+    tf.keras.utils.set_random_seed(seed)
+    cfg = trainer_sections(embedding_dim=16, hidden_dim=32, attention_dim=8, dropout=0.0, max_length=LENGTH)
+    model = build_model(len(VOCAB), cfg)
+    model({"image_grid": tf.zeros([1, CELLS, CHANNELS]), "tokens": tf.zeros([1, LENGTH - 1], tf.int64)})
+    return model
+
+
+def test_the_baseline_is_the_mean_of_the_images_other_samples():
+    np.testing.assert_allclose(scst.advantages(np.array([[1.0, 2.0, 3.0], [4.0, 4.0, 4.0]])), [[-1.5, 0, 1.5], [0, 0, 0]])
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        scst.advantages(np.ones((2, 1)))
+
+
+def test_references_drop_start_and_padding_and_keep_end():
+    data = scst_images(*images(0, 2))
+    end = IDS["end"]
+    assert all(ref[-1] == end and IDS["start"] not in ref and 0 not in ref for refs in data.references for ref in refs)
+    assert [len(refs) for refs in data.references] == [3, 3]
+
+
+def test_samples_follow_the_seed_end_with_padding_and_never_contain_pad_or_start():
+    model = untrained_model()
+    grids = tf.constant(np.repeat(images(0, 4)[0], 8, axis=0))
+    sample = lambda seed: sample_decode(model, {"image_grid": grids}, IDS["start"], IDS["end"], 0, LENGTH, tf.constant(seed, tf.int64)).numpy()
+    first = sample([7, 0])
+    assert first.shape == (32, LENGTH - 1)
+    np.testing.assert_array_equal(first, sample([7, 0]))
+    assert (first != sample([7, 1])).any()
+    for row in first:
+        ends = np.flatnonzero(row == IDS["end"])
+        real = row[: ends[0] + 1] if len(ends) else row
+        assert 0 not in real and IDS["start"] not in real
+        assert (row[len(real):] == 0).all()
+    # Samples, not the argmax: one image's eight draws are not all the same caption.
+    assert len({tuple(r) for r in first[:8]}) > 1
+
+
+def test_self_critical_training_raises_the_reward_and_held_out_cider():
+    grids, classes = images(0, 64)
+    model = untrained_model()
+    scorer = dev_scorer()
+    before = scorer.scores(model)
+    settings = ScstConfig(epochs=6, samples_per_image=4, batch_size=16, learning_rate=0.01, max_length=LENGTH)
+    history, kept = scst.train_self_critical(model, scst_images(grids, classes), lambda: scorer.scores(model), settings, IDS, seed=5)
+
+    rewards = history[scst.REWARD_KEY]
+    assert len(rewards) == 6 and len(history["epoch_seconds"]) == 6
+    assert rewards[-1] > rewards[0] + 0.5, rewards
+    after = scorer.scores(model)
+    assert after["cider_d"] > before["cider_d"] + 0.5, (before, after)
+    # The kept weights are the best epoch's (CIDEr-D on the held-out images).
+    assert kept >= 1
+    assert after["cider_d"] == pytest.approx(max(history[scst.DEV_CIDER_KEY]))
+    assert after["cider_d"] == pytest.approx(history[scst.DEV_CIDER_KEY][kept - 1])
+
+
+def test_the_cross_entropy_weights_stay_when_no_epoch_beats_them():
+    grids, classes = images(0, 32)
+    model = untrained_model()
+    scorer = dev_scorer()
+    weights = model.get_weights()
+    # A learning rate this small moves nothing that greedy decoding would notice.
+    settings = ScstConfig(epochs=1, samples_per_image=2, batch_size=16, learning_rate=1e-9, max_length=LENGTH)
+    _, kept = scst.train_self_critical(model, scst_images(grids, classes), lambda: scorer.scores(model), settings, IDS, seed=5)
+    assert kept == 0
+    for before, after in zip(weights, model.get_weights()):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_histories_of_both_stages_line_up_by_epoch():
+    first = {"loss": [3.0, 2.0], "epoch_seconds": [1.0, 1.0]}
+    second = {"scst_reward": [0.5], "epoch_seconds": [4.0]}
+    assert join_stages(first, second, 2) == {"loss": [3.0, 2.0], "epoch_seconds": [1.0, 1.0, 4.0], "scst_reward": [None, None, 0.5]}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"samples_per_image": 1}, "samples_per_image"),
+    ({"epochs": -1}, "scst.epochs"),
+    ({"learning_rate": 0.0}, "learning_rate"),
+    ({"max_length": 1}, "max_length"),
+])
+def test_bad_scst_settings_are_refused(change, message):
+    with pytest.raises(ConfigError, match=message):
+        ScstConfig(**change)
+
+
+def test_sampled_captions_may_not_be_longer_than_the_training_captions():
+    from configs import load_config
+
+    with pytest.raises(ConfigError, match="scst.max_length"):
+        load_config("smoke_attention", {"scst.epochs": 1, "scst.max_length": 40}, env={})
