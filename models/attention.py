@@ -62,17 +62,24 @@ class AttentionCaptioner(keras.Model):
 
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         """inputs: image_grid [B, L, C], tokens [B, T] (T static) -> logits [B, T, vocab]."""
-        image = self.encode_image(inputs, training=training)
-        states = self.initial_state(image)
         tokens = inputs["tokens"]
+        logits, weights = self._teacher_forced(self.encode_image(inputs, training=training), tokens, training)
+        if training and self.attention_coverage > 0:
+            self.add_loss(self.attention_coverage * self._coverage_penalty(weights, tokens))
+        return logits
+
+    def teacher_forced(self, image: tuple[tf.Tensor, tf.Tensor], tokens: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """Logits [B, T, vocab] for tokens [B, T] (T static) from an encoded image (`encode_image`)."""
+        return self._teacher_forced(image, tokens, training)[0]
+
+    def _teacher_forced(self, image, tokens, training: bool) -> tuple[tf.Tensor, tf.Tensor]:
+        states = self.initial_state(image)
         logits, weights = [], []
         for t in range(tokens.shape[1]):
             step_logits, states, step_weights = self._step(tokens[:, t], states, image, training)
             logits.append(step_logits)
             weights.append(step_weights)
-        if training and self.attention_coverage > 0:
-            self.add_loss(self.attention_coverage * self._coverage_penalty(tf.stack(weights, axis=1), tokens))
-        return tf.stack(logits, axis=1)
+        return tf.stack(logits, axis=1), tf.stack(weights, axis=1)
 
     @staticmethod
     def _coverage_penalty(weights: tf.Tensor, tokens: tf.Tensor) -> tf.Tensor:

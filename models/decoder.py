@@ -39,8 +39,11 @@ class MergeCaptioner(keras.Model):
 
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         """inputs: image_features [B, D], tokens [B, T] -> logits [B, T, vocab]."""
-        image = self.encode_image(inputs, training=training)
-        hidden = self.lstm(self.embedding(inputs["tokens"]), training=training)
+        return self.teacher_forced(self.encode_image(inputs, training=training), inputs["tokens"], training)
+
+    def teacher_forced(self, image: tf.Tensor, tokens: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """Logits [B, T, vocab] for tokens [B, T] from an encoded image (`encode_image`)."""
+        hidden = self.lstm(self.embedding(tokens), training=training)
         return self._head(hidden + image[:, None, :], training=training)
 
     def encode_image(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:

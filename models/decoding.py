@@ -94,16 +94,19 @@ def sample_decode(
     pad_id: int,
     max_length: int,
     seed: tf.Tensor,
+    samples_per_image: int = 1,
 ) -> tf.Tensor:
-    """Captions sampled from the model's distribution: ids [B, max_length-1] (pad after <end>).
+    """Captions sampled from the model's distribution: ids [B * samples_per_image,
+    max_length-1] (pad after <end>), each image's samples next to each other.
 
     Self-critical training's samples (models/scst.py). Each token is drawn from the softmax
     of the step's logits, except padding and <start>, which no caption contains. `seed` is
-    a stateless seed [2] (int32/int64), so a training's samples repeat with its seed.
+    a stateless seed [2] (int32/int64), so a training's samples repeat with its seed. Each
+    image is encoded once and its encoding repeated for its samples.
     """
-    image = model.encode_image(image_inputs)
+    image = tf.nest.map_structure(lambda t: tf.repeat(t, samples_per_image, axis=0), model.encode_image(image_inputs))
     states = model.initial_state(image)
-    batch = _batch_size(image_inputs)
+    batch = _batch_size(image_inputs) * samples_per_image
     never = tf.where(tf.reduce_any(tf.range(model.vocab_size)[None, :] == [[pad_id], [start_id]], axis=0), NEG_INF, 0.0)
     tokens = tf.fill([batch], tf.constant(start_id, tf.int64))
     finished = tf.zeros([batch], tf.bool)

@@ -90,14 +90,18 @@ class SelfCriticalStep:
         self._update = tf.function(self._update_graph)
 
     def _sample_graph(self, inputs: dict[str, tf.Tensor], seed: tf.Tensor) -> tf.Tensor:
-        return sample_decode(self.model, inputs, self.start_id, self.end_id, self.pad_id, self.settings.max_length, seed)
+        return sample_decode(self.model, inputs, self.start_id, self.end_id, self.pad_id, self.settings.max_length,
+                             seed, self.settings.samples_per_image)
 
     def _update_graph(self, inputs: dict[str, tf.Tensor], ids: tf.Tensor, advantage: tf.Tensor) -> tf.Tensor:
         start = tf.fill([tf.shape(ids)[0], 1], tf.constant(self.start_id, ids.dtype))
         tokens = tf.concat([start, ids[:, :-1]], axis=1)
         mask = tf.cast(ids != self.pad_id, tf.float32)
+        k = self.settings.samples_per_image
         with tf.GradientTape() as tape:
-            logits = self.model({**inputs, "tokens": tokens}, training=False)
+            # Each image encoded once, its encoding repeated for its k samples (as sampled).
+            image = tf.nest.map_structure(lambda t: tf.repeat(t, k, axis=0), self.model.encode_image(inputs))
+            logits = self.model.teacher_forced(image, tokens)
             negative_log_p = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=ids, logits=logits)
             loss = tf.reduce_sum(advantage[:, None] * negative_log_p * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
         variables = self.model.trainable_variables
@@ -108,7 +112,7 @@ class SelfCriticalStep:
         """Trains on the images at `positions`; returns their samples' mean reward."""
         k = self.settings.samples_per_image
         rows = np.repeat(positions, k)
-        inputs = {name: tf.constant(array[rows], tf.float32) for name, array in self.data.images.items()}
+        inputs = {name: tf.constant(array[positions], tf.float32) for name, array in self.data.images.items()}
         seed = tf.constant([self.seed, self.steps], tf.int64)
         ids = self._sample(inputs, seed)
         rewards = np.array(

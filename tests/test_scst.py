@@ -66,8 +66,10 @@ def test_references_drop_start_and_padding_and_keep_end():
 
 def test_samples_follow_the_seed_end_with_padding_and_never_contain_pad_or_start():
     model = untrained_model()
-    grids = tf.constant(np.repeat(images(0, 4)[0], 8, axis=0))
-    sample = lambda seed: sample_decode(model, {"image_grid": grids}, IDS["start"], IDS["end"], 0, LENGTH, tf.constant(seed, tf.int64)).numpy()
+    grids = tf.constant(images(0, 4)[0])
+    sample = lambda seed: sample_decode(
+        model, {"image_grid": grids}, IDS["start"], IDS["end"], 0, LENGTH, tf.constant(seed, tf.int64), samples_per_image=8
+    ).numpy()
     first = sample([7, 0])
     assert first.shape == (32, LENGTH - 1)
     np.testing.assert_array_equal(first, sample([7, 0]))
@@ -79,6 +81,24 @@ def test_samples_follow_the_seed_end_with_padding_and_never_contain_pad_or_start
         assert (row[len(real):] == 0).all()
     # Samples, not the argmax: one image's eight draws are not all the same caption.
     assert len({tuple(r) for r in first[:8]}) > 1
+
+
+@pytest.mark.parametrize("architecture", ["attention", "merge"])
+def test_teacher_forcing_from_an_encoded_image_is_the_models_own_forward_pass(architecture):
+    """SCST's gradient pass encodes each image once and repeats the encoding for its samples."""
+    tf.keras.utils.set_random_seed(3)
+    cfg = trainer_sections(embedding_dim=16, hidden_dim=32, attention_dim=8, dropout=0.0, max_length=LENGTH,
+                           architecture=architecture)
+    model = build_model(len(VOCAB), cfg)
+    rng = np.random.default_rng(0)
+    inputs = {"image_grid": tf.constant(rng.normal(size=(3, CELLS, CHANNELS)), tf.float32),
+              "image_features": tf.constant(rng.normal(size=(3, CHANNELS)), tf.float32)}
+    inputs = {name: inputs[name] for name in model.image_inputs}
+    tokens = tf.constant(rng.integers(1, len(VOCAB), size=(6, LENGTH - 1)))
+    repeated = {name: tf.repeat(t, 2, axis=0) for name, t in inputs.items()}
+    expected = model({**repeated, "tokens": tokens})
+    image = tf.nest.map_structure(lambda t: tf.repeat(t, 2, axis=0), model.encode_image(inputs))
+    np.testing.assert_allclose(model.teacher_forced(image, tokens), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_self_critical_training_raises_the_reward_and_held_out_cider():
