@@ -4,7 +4,8 @@ Called by `make pipeline PROFILE=...` and by the end-to-end tests. It resolves p
 the profile, makes sure the dataset is there, and hands everything to create_pipeline.
 ML Metadata lives in `<output root>/metadata.db` (sqlite); TFX caching is on by default.
 The steps themselves record the run in MLflow (components/tracked.py); this runner only
-reads back which MLflow run that was, for the closing summary.
+reads back which MLflow run that was, for the closing summary, and after a failure runs the
+pipeline's exit handler (components/run_end), as Vertex AI does and LocalDagRunner does not.
 """
 
 from __future__ import annotations
@@ -86,12 +87,39 @@ def run(config: Config) -> RunPaths:
     logging.getLogger().addHandler(step_lines)
     try:
         tfx.orchestration.LocalDagRunner().run(pipeline)
+    except BaseException as e:
+        run_exit_handler(config, paths.metadata_path, started_at, e)
+        raise
     finally:
         logging.getLogger().removeHandler(step_lines)
     log.info("pipeline %s finished in %.1f s", config.pipeline.name, time.monotonic() - started)
     run_id = find_run_id(paths.metadata_path, config.pipeline.name, since_ms=int(started_at * 1000) - 1000)
     return dataclasses.replace(paths, pipeline_run_id=run_id, mlflow_run_id=mlflow_run_of(config, run_id),
                                steps=tuple(step_lines.steps))
+
+
+def run_exit_handler(config: Config, metadata_path: Path, started_at: float, error: BaseException) -> None:
+    """What Vertex AI does after a failed DAG, which LocalDagRunner cannot: run the
+    pipeline's exit handler (components/run_end), so the run's MLflow run ends FAILED (KILLED
+    on Ctrl-C) with the error even when a step before the Trainer failed, before any step
+    had logged. A step that logs and failed has already ended it with its own error."""
+    import json
+
+    from components.run_end.component import end_run
+    from tracking.lifecycle import settings_of
+    from tracking.run_record import find_run_id
+
+    log = logging.getLogger("pipelines.local_runner")
+    try:
+        run_id = find_run_id(metadata_path, config.pipeline.name, since_ms=int(started_at * 1000) - 1000)
+        if run_id is None:  # no step was registered: TFX failed before the pipeline ran
+            return
+        state = "CANCELLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+        final_status = {"state": state, "pipelineJobResourceName": run_id,
+                        "error": {"message": f"{type(error).__name__}: {error}"}}
+        end_run(json.dumps(final_status), json.dumps(settings_of(config).to_dict()))
+    except Exception as e:  # noqa: BLE001 - the pipeline's own error is the one to raise
+        log.warning("MLflow: could not record the failed run (%s: %s)", type(e).__name__, e)
 
 
 def mlflow_run_of(config: Config, pipeline_run_id: str | None) -> str | None:

@@ -294,3 +294,29 @@ def test_a_run_that_fails_before_the_pipeline_starts_writes_nothing_to_mlflow(ml
     with pytest.raises(FileExistsError, match="not made by data.synthetic"):
         local_runner.run(config)
     assert client.get_experiment_by_name("failed-before-start") is None
+
+
+def test_a_run_whose_ingestion_fails_ends_failed_with_the_ingestion_error(mlflow_server, client, tmp_path):
+    """No step that logs has run yet, so the runner's exit handler creates the run to fail it."""
+    from data.resolve import ensure_dataset
+    from pipelines import local_runner
+    from tracking.run_record import find_run_id
+
+    config = smoke_config(tmp_path, **{
+        "data.synthetic.num_images": 24,
+        "mlflow.tracking_uri": mlflow_server.uri,
+        "mlflow.experiment": "failed-ingestion",
+    })
+    data_dir = ensure_dataset(config)
+    for image in sorted(data_dir.rglob("*.jpg"))[:3]:  # 3 of 24 unreadable: over the 1% allowed
+        image.write_bytes(image.read_bytes()[:64])
+    with pytest.raises(Exception) as failure:
+        local_runner.run(config)
+    assert "ingest.max_skipped_fraction" in str(failure.value)
+    experiment = client.get_experiment_by_name("failed-ingestion")
+    [failed] = client.search_runs([experiment.experiment_id])
+    assert failed.info.status == "FAILED"
+    assert failed.data.tags["failed_step"] == "pipeline"
+    assert "ingest.max_skipped_fraction" in failed.data.tags["error"]
+    assert failed.data.tags["pipeline_run_id"] == find_run_id(config.output_root / "metadata.db", config.pipeline.name)
+    assert failed.info.run_name.startswith("smoke ")

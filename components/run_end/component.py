@@ -6,8 +6,8 @@ There the pipelines/kubeflow_runner.py spec runs it after the whole
 DAG, successful or not, with the DAG's final status (`FinalStatusStr`: the JSON of KFP's
 PipelineTaskFinalStatus). A run that succeeded was already ended by RunRecorder; a failed
 one is ended FAILED with the orchestrator's error, unless a step that logs already ended
-it with its own. LocalDagRunner has no exit handlers: there, the steps before the Trainer
-record nothing when they fail (README, MLflow). The work is in `end_run`.
+it with its own. LocalDagRunner has no exit handlers, so pipelines/local_runner.py calls
+`end_run` itself when the DAG fails, with the same final-status JSON. The work is in `end_run`.
 
 No `from __future__ import annotations` here: TFX reads the real annotation objects.
 """
