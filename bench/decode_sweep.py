@@ -20,6 +20,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -30,28 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
-    import tensorflow_transform as tft
 
-    from models.metrics import corpus_bleu_scores
-    from models.metrics import corpus_cider
-    from models.vocabulary import load_vocabulary
-    from configs import load_config
     from data.layout import scan_layout
-    from models.backbones import get_backbone
     from models.decoding import beam_search_decode, greedy_decode
     from models.export import CaptionPipeline, DecodeSettings
-    from configs.config import TrainerSections
-    from models.trainer import build_model
+    from models.metrics import corpus_bleu_scores, corpus_cider
 
-    config = load_config(args.profile)
-    cfg = TrainerSections.of(config)
-    vocabulary = load_vocabulary(tft.TFTransformOutput(args.transform_graph))
-    backbone = get_backbone(cfg.features.backbone, cfg.features.weights, cfg.features.weights_path)
-    h, w, c = backbone.grid_shape
-    dummy = {"image_features": tf.zeros([1, backbone.feature_dim]), "image_grid": tf.zeros([1, h * w, c])}
-    captioner = build_model(len(vocabulary), cfg)
-    captioner({**{k: dummy[k] for k in captioner.image_inputs}, "tokens": tf.zeros([1, 2], tf.int64)})  # builds it
-    captioner = _load_decoder(captioner, args.model)
+    cfg, vocabulary, backbone, captioner = load_trained_decoder(args.profile, args.model, args.transform_graph)
     records = scan_layout(Path(args.data), [args.split]).records[args.split]
     if args.limit:
         records = records[: args.limit]
@@ -79,10 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     for width, penalty, n in settings_grid:
         if width == 1:
             fn = tf.function(lambda x, n=n: greedy_decode(
-                captioner, x, max_length=cfg.max_length, no_repeat_ngram_size=n, **ids)[0])
+                captioner, x, max_length=cfg.text.max_length, no_repeat_ngram_size=n, **ids)[0])
         else:
             fn = tf.function(lambda x, w=width, p=penalty, n=n: beam_search_decode(
-                captioner, x, max_length=cfg.max_length, beam_width=w, length_penalty=p,
+                captioner, x, max_length=cfg.text.max_length, beam_width=w, length_penalty=p,
                 no_repeat_ngram_size=n, **ids)[0][:, 0])
         started = time.monotonic()
         hypotheses = {}
@@ -111,13 +97,37 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def load_trained_decoder(profile: str, export_dir: str, transform_graph: str):
+    """(training sections, vocabulary, backbone, Keras decoder with the SavedModel's weights)
+    of a model trained with `profile`; `transform_graph` is the same run's, for its vocabulary."""
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    from configs import load_config
+    from configs.config import TrainerSections
+    from models.backbones import get_backbone
+    from models.trainer import build_model
+    from models.vocabulary import load_vocabulary
+
+    cfg = TrainerSections.of(load_config(profile))
+    vocabulary = load_vocabulary(tft.TFTransformOutput(transform_graph))
+    backbone = get_backbone(cfg.features.backbone, cfg.features.weights, cfg.features.weights_path)
+    h, w, c = backbone.grid_shape
+    dummy = {"image_features": tf.zeros([1, backbone.feature_dim]), "image_grid": tf.zeros([1, h * w, c])}
+    captioner = build_model(len(vocabulary), cfg)
+    captioner({**{k: dummy[k] for k in captioner.image_inputs}, "tokens": tf.zeros([1, 2], tf.int64)})  # builds it
+    return cfg, vocabulary, backbone, _load_decoder(captioner, str(export_dir))
+
+
 def _load_decoder(captioner, export_dir: str):
     """The Keras decoder with the SavedModel's weights, matched by order and shape."""
     import tensorflow as tf
 
     loaded = tf.saved_model.load(export_dir)
-    prefix = f"{captioner.name}/"
-    saved = [v for v in loaded.variables if v.name.startswith(prefix)]
+    # The decoder's variables, whatever number Keras appended to its name in either process
+    # (a second decoder built here is "attention_captioner_1").
+    decoder_name = re.compile(rf"{re.escape(re.sub(r'_[0-9]+$', '', captioner.name))}(_[0-9]+)?/")
+    saved = [v for v in loaded.variables if decoder_name.match(v.name)]
     mine = captioner.trainable_variables
     if not mine:
         raise SystemExit("the decoder has no variables: it was not built")

@@ -80,24 +80,11 @@ def step_cost(captioner, beams: int, grid_cells: int) -> tuple[float, float]:
 
 def reexport(model_dir: Path, transform_graph: str, profile: str, target: Path):
     """The shipped decoder's weights exported again with this checkout's code; (captioner, backbone)."""
-    import tensorflow as tf
-    import tensorflow_transform as tft
-
-    from bench.decode_sweep import _load_decoder
-    from configs import load_config
-    from configs.config import TrainerSections
-    from models.backbones import get_backbone
+    from bench.decode_sweep import load_trained_decoder
     from models.export import DecodeSettings, export_serving_model
-    from models.trainer import build_model
-    from models.vocabulary import load_vocabulary
 
-    cfg = TrainerSections.of(load_config(profile))
-    vocabulary = load_vocabulary(tft.TFTransformOutput(transform_graph))
-    backbone = get_backbone(cfg.features.backbone, cfg.features.weights, cfg.features.weights_path)
-    h, w, c = backbone.grid_shape
-    captioner = build_model(len(vocabulary), cfg)
-    captioner({"image_grid": tf.zeros([1, h * w, c]), "tokens": tf.zeros([1, 2], tf.int64)})
-    captioner = _load_decoder(captioner, str(model_dir))
+    cfg, vocabulary, backbone, captioner = load_trained_decoder(profile, str(model_dir), transform_graph)
+    h, w, _ = backbone.grid_shape
     d = cfg.decode
     export_serving_model(backbone.build_feature_model(), captioner, vocabulary, backbone.image_size,
                          DecodeSettings(cfg.text.max_length, d.beam_width, d.length_penalty, d.default, d.no_repeat_ngram_size),

@@ -31,19 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
-    import tensorflow_transform as tft
 
-    from bench.decode_sweep import _load_decoder
-    from configs import load_config
-    from configs.config import TrainerSections
+    from bench.decode_sweep import load_trained_decoder
     from data.layout import scan_layout
-    from models.backbones import get_backbone
     from models.decoding import beam_search_decode, greedy_decode
     from models.ensemble import EnsembleCaptioner, member_key
     from models.export import CaptionPipeline, DecodeSettings
     from models.metrics import corpus_bleu_scores, corpus_cider
-    from models.trainer import build_model
-    from models.vocabulary import load_vocabulary
 
     records = scan_layout(Path(args.data), [args.split]).records[args.split]
     if args.limit:
@@ -53,31 +47,25 @@ def main(argv: list[str] | None = None) -> int:
 
     members, inputs, backbone_ms, vocabulary, first_cfg = [], {}, [], None, None
     for index, (profile, model_dir, transform_graph) in enumerate(args.member):
-        cfg = TrainerSections.of(load_config(profile))
+        cfg, member_vocabulary, backbone, captioner = load_trained_decoder(profile, model_dir, transform_graph)
         first_cfg = first_cfg or cfg
-        member_vocabulary = load_vocabulary(tft.TFTransformOutput(transform_graph))
         if vocabulary is not None and list(member_vocabulary) != list(vocabulary):
             raise SystemExit(f"{model_dir}: its vocabulary differs from the first member's; an ensemble needs one vocabulary")
         vocabulary = member_vocabulary
-        backbone = get_backbone(cfg.features.backbone, cfg.features.weights, cfg.features.weights_path)
-        h, w, c = backbone.grid_shape
-        captioner = build_model(len(vocabulary), cfg)
-        dummy = {"image_features": tf.zeros([1, backbone.feature_dim]), "image_grid": tf.zeros([1, h * w, c])}
-        captioner({**{k: dummy[k] for k in captioner.image_inputs}, "tokens": tf.zeros([1, 2], tf.int64)})
-        captioner = _load_decoder(captioner, model_dir)
         d = cfg.decode
         pipeline = CaptionPipeline(backbone.build_feature_model(), captioner, vocabulary, backbone.image_size,
                                    DecodeSettings(cfg.text.max_length, d.beam_width, d.length_penalty, d.default))
+        features = tf.function(pipeline.features, input_signature=[tf.TensorSpec([None], tf.string)])
         started = time.monotonic()
-        parts = [pipeline.features(tf.constant(images[i : i + 32])) for i in range(0, len(images), 32)]
+        parts = [features(tf.constant(images[i : i + 32])) for i in range(0, len(images), 32)]
         for name in captioner.image_inputs:
             inputs[member_key(index, name)] = tf.concat([p[name] for p in parts], axis=0)
         logging.info("member %d (%s, %s): features of %d images in %.1f s", index, profile, cfg.features.backbone,
                      len(images), time.monotonic() - started)
-        backbone_ms.append(_p50_ms(lambda i: pipeline.features(tf.constant(images[i : i + 1])), args.latency_images))
+        backbone_ms.append(_p50_ms(lambda i, f=features: f(tf.constant(images[i : i + 1])), args.latency_images))
         members.append((f"member {index} ({profile})", captioner, index))
     ids, to_text = pipeline.ids, pipeline.to_text
-    d, max_length = first_cfg.decode, first_cfg.max_length
+    d, max_length = first_cfg.decode, first_cfg.text.max_length
     ensemble = EnsembleCaptioner([captioner for _, captioner, _ in members])
 
     candidates = [(name, EnsembleCaptioner([captioner]), [index]) for name, captioner, index in members]
@@ -86,14 +74,17 @@ def main(argv: list[str] | None = None) -> int:
     for name, model, used in candidates:
         model_inputs = {member_key(j, k.split("/", 1)[1]): inputs[k] for j, i in enumerate(used)
                         for k in inputs if k.startswith(f"m{i}/")}
+        # Any batch size, as the exported signatures take it.
+        signature = [{k: tf.TensorSpec([None, *t.shape[1:]], t.dtype) for k, t in model_inputs.items()}]
         for decoder in ("greedy", "beam_search"):
             if decoder == "greedy":
                 fn = tf.function(lambda x, m=model: greedy_decode(
-                    m, x, max_length=max_length, no_repeat_ngram_size=d.no_repeat_ngram_size, **ids)[0])
+                    m, x, max_length=max_length, no_repeat_ngram_size=d.no_repeat_ngram_size, **ids)[0],
+                    input_signature=signature)
             else:
                 fn = tf.function(lambda x, m=model: beam_search_decode(
                     m, x, max_length=max_length, beam_width=d.beam_width, length_penalty=d.length_penalty,
-                    no_repeat_ngram_size=d.no_repeat_ngram_size, **ids)[0][:, 0])
+                    no_repeat_ngram_size=d.no_repeat_ngram_size, **ids)[0][:, 0], input_signature=signature)
             hypotheses = {}
             for i in range(0, len(records), 100):
                 batch = {k: t[i : i + 100] for k, t in model_inputs.items()}
