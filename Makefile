@@ -37,7 +37,7 @@ demo: $(STAMP)  ## the whole pipeline on synthetic shapes (profile smoke): a fir
 	tools/ensure-java.sh
 	$(VPY) -m pipelines.local_runner --profile smoke $(if $(VERBOSE),--verbose)
 
-compile-kfp: $(STAMP)  ## compile PROFILE for Kubeflow Pipelines v2 / Vertex: outputs/<profile>/kfp/pipeline.json (KFP_IMAGE=...)
+compile-kfp: $(STAMP)  ## compile PROFILE for Vertex AI (outputs/<profile>/kfp/pipeline.json) and Kubeflow Pipelines (pipeline.yaml) (KFP_IMAGE=...)
 	$(VPY) -m pipelines.kubeflow_runner --profile $(PROFILE) --image $(KFP_IMAGE) --data-fingerprint $(DATA_FINGERPRINT)
 
 retrain: $(STAMP)  ## rerun the pipeline on the data snapshot DATA=<dir> (PROFILE default flickr8k_lite0); unchanged data hits the cache

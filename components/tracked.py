@@ -3,11 +3,12 @@ a failure recorded as a FAILED run.
 
 The settings are a component parameter (`tracking`, the JSON of
 tracking.lifecycle.TrackingSettings; "" = no tracking), so they reach the step under any
-orchestrator. The TFX pipeline run id comes from the executor's context: LocalDagRunner sets
-it; TFX's Kubeflow V2 launcher does not, but on Vertex AI each task runs under
+orchestrator. The TFX pipeline run id comes from the executor's context where LocalDagRunner
+sets it. TFX's Kubeflow V2 launcher does not: on open-source Kubeflow Pipelines the compiled
+package puts the run id (the pod's `pipeline/runid` label) in the environment as KFP_RUN_ID
+(pipelines/kubeflow_runner.py); on Vertex AI each task runs under
 `gs://<pipeline root>/<project>/<job id>/<task>/` (tfx/orchestration/kubeflow/v2/container/
-kubeflow_v2_run_executor.py), so there the job id is the run id. Open-source Kubeflow
-Pipelines runs tasks under a local `/tmp/kfp_outputs/` with no job id in it: there the
+kubeflow_v2_run_executor.py), so there the job id is the run id. Where neither holds, the
 steps find no run id and log nothing (with a warning) rather than mix every job into one run.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 from pathlib import PurePosixPath
 from typing import Any, Callable, Mapping
 
@@ -24,6 +26,7 @@ from tracking.lifecycle import TrackingSettings, fail_run, find_or_create_run
 log = logging.getLogger(__name__)
 
 TRACKING_PARAMETER = "tracking"
+RUN_ID_ENV = "KFP_RUN_ID"  # set by the open-source Kubeflow package from the pod's label
 
 
 def encode(settings: TrackingSettings | None) -> str:
@@ -37,6 +40,8 @@ def pipeline_run_id(context: Any) -> str | None:
         return None
     if getattr(context, "pipeline_run_id", None):
         return context.pipeline_run_id
+    if os.environ.get(RUN_ID_ENV):
+        return os.environ[RUN_ID_ENV]
     try:  # Vertex: gs://.../<job id>/<task>/.temp/<task id>/
         tmp_path = context.get_tmp_path().rstrip("/")
     except (RuntimeError, ValueError):

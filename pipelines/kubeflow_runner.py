@@ -1,8 +1,18 @@
-"""Compiles the pipeline for Kubeflow Pipelines v2 / Vertex AI Pipelines: a pipeline.json.
+"""Compiles the pipeline for Vertex AI Pipelines and for open-source Kubeflow Pipelines v2.
 
-`python -m pipelines.kubeflow_runner --profile P [--image IMAGE] [--output FILE]`, or
-`make compile-kfp PROFILE=P`, which writes `outputs/<profile>/kfp/pipeline.json`. It only
-compiles (KubeflowV2DagRunner); submit the file with the KFP client or Vertex AI.
+`python -m pipelines.kubeflow_runner --profile P [--target vertex|kubeflow] [--image IMAGE]
+[--output FILE]`, or `make compile-kfp PROFILE=P`, which writes both targets into
+`outputs/<profile>/kfp/`. It only compiles (KubeflowV2DagRunner); nothing is submitted.
+
+- `pipeline.json` (Vertex AI): TFX's PipelineJob, with the latest-blessed-model resolver.
+- `pipeline.yaml` (open-source KFP, `kfp.Client().create_run_from_pipeline_package`): the
+  pipeline spec alone, without the resolver (the KFP backend rejects resolver executors:
+  "resolver executors not implemented", backend/src/v2/compiler/argocompiler), so the gate
+  checks its thresholds only; then a Kubernetes platform spec that puts each pod's
+  `pipeline/runid` label (set by the KFP API server on every pod of a run) into the step's
+  environment as KFP_RUN_ID, the run id the logging steps record under
+  (components/tracked.py). An environment variable, not a parameter: a per-run parameter
+  would enter KFP's cache key and rerun the Trainer every time.
 
 Every component runs in one container image (`--image`, default `captioner:latest`) that
 holds this project installed, with its repo checkout at `--image-repo-root` (default
@@ -19,9 +29,11 @@ root. The data snapshot is not hashed here (it may be remote and large): pass it
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import posixpath
 import sys
+import tempfile
 from pathlib import Path
 
 from configs import Config
@@ -31,12 +43,14 @@ from configs.config import REPO_ROOT, is_uri
 DEFAULT_IMAGE = "captioner:latest"
 DEFAULT_IMAGE_REPO_ROOT = "/app"
 UNPINNED = "unpinned"
+TARGET_FILES = {"vertex": "pipeline.json", "kubeflow": "pipeline.yaml"}
+RUN_ID_LABEL = "pipeline/runid"  # KFP's label on every pod of a run
 
 log = logging.getLogger("pipelines.kubeflow_runner")
 
 
-def default_output(config: Config) -> Path:
-    return REPO_ROOT / "outputs" / config.profile / "kfp" / "pipeline.json"
+def default_output(config: Config, target: str = "vertex") -> Path:
+    return REPO_ROOT / "outputs" / config.profile / "kfp" / TARGET_FILES[target]
 
 
 def cluster_path(path: str, base: str) -> str:
@@ -63,8 +77,9 @@ def compile_pipeline(
     image: str = DEFAULT_IMAGE,
     data_fingerprint: str = UNPINNED,
     image_repo_root: str = DEFAULT_IMAGE_REPO_ROOT,
+    target: str = "vertex",
 ) -> Path:
-    """Writes the KFP v2 pipeline spec of `config` to `output` and returns it."""
+    """Writes the spec of `config` for `target` (see the module docstring) to `output`."""
     from tfx import v1 as tfx
 
     from pipelines.pipeline import create_pipeline
@@ -86,13 +101,17 @@ def compile_pipeline(
         metadata_path=None,  # Kubeflow / Vertex keep ML Metadata themselves
         push_dir=cluster_path(config.push.base_dir, output_root),
         repo_path=lambda path: cluster_path(path, image_repo_root),
+        baseline=target == "vertex",
     )
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
+    job_dir = tempfile.TemporaryDirectory(prefix="kfp-") if target == "kubeflow" else None
+    job_file = Path(job_dir.name) / "pipeline.json" if job_dir else output
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
-        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),
-        output_dir=str(output.parent),
-        output_filename=output.name,
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
+            default_image=image, use_pipeline_spec_2_1=target == "kubeflow"),  # the KFP API server wants 2.1
+        output_dir=str(job_file.parent),
+        output_filename=job_file.name,
     )
     if tracking is not None:  # whichever step fails, the MLflow run ends FAILED
         from components.run_end.component import MlflowRunEnd
@@ -101,13 +120,31 @@ def compile_pipeline(
         runner.set_exit_handler(MlflowRunEnd(final_status=tfx.orchestration.experimental.FinalStatusStr(),
                                              tracking=encode(tracking)))
     runner.run(pipeline)
+    if job_dir:
+        with job_dir:
+            output.write_text(kubeflow_package(json.loads(job_file.read_text())))
     return output
+
+
+def kubeflow_package(job: dict) -> str:
+    """Open-source KFP's upload format from TFX's PipelineJob: the pipeline spec, then the
+    platform spec giving every container step its run id (see the module docstring)."""
+    import yaml
+
+    from components.tracked import RUN_ID_ENV
+
+    spec = job["pipelineSpec"]
+    run_id = {"fieldPathAsEnv": [{"name": RUN_ID_ENV, "fieldPath": f"metadata.labels['{RUN_ID_LABEL}']"}]}
+    executors = {label: run_id for label, executor in spec["deploymentSpec"]["executors"].items()
+                 if "container" in executor}
+    platform = {"platforms": {"kubernetes": {"deploymentSpec": {"executors": executors}}}}
+    return yaml.safe_dump_all([spec, platform], sort_keys=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pipelines.kubeflow_runner",
-        description="Compile the captioner TFX pipeline to a Kubeflow Pipelines v2 / Vertex AI spec (JSON).",
+        description="Compile the captioner TFX pipeline for Vertex AI (pipeline.json) and open-source Kubeflow Pipelines v2 (pipeline.yaml).",
     )
     add_config_arguments(parser)
     parser.add_argument("--image", default=DEFAULT_IMAGE, help=f"container image of every step (default {DEFAULT_IMAGE})")
@@ -115,26 +152,33 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"where the image holds this repo (default {DEFAULT_IMAGE_REPO_ROOT})")
     parser.add_argument("--data-fingerprint", default=UNPINNED,
                         help=f"content hash of the data snapshot, pins the cache (default {UNPINNED!r})")
+    parser.add_argument("--target", choices=sorted(TARGET_FILES), default=None,
+                        help="compile for this orchestrator only (default both)")
     parser.add_argument("--output", type=Path, default=None,
-                        help="the spec file to write (default outputs/<profile>/kfp/pipeline.json)")
+                        help="the spec file to write, with --target (default outputs/<profile>/kfp/pipeline.{json,yaml})")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     from configs.cli import quiet_third_party_noise
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.output and not args.target:
+        parser.error("--output names one file: give --target vertex or --target kubeflow with it")
     quiet_third_party_noise()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = config_from_args(args)
-    output = compile_pipeline(
-        config,
-        args.output or default_output(config),
-        image=args.image,
-        data_fingerprint=args.data_fingerprint,
-        image_repo_root=args.image_repo_root,
-    )
-    print(f"pipeline {config.pipeline.name} compiled for Kubeflow Pipelines v2 (image {args.image}): {output}")
+    for target in [args.target] if args.target else ["vertex", "kubeflow"]:
+        output = compile_pipeline(
+            config,
+            args.output or default_output(config, target),
+            image=args.image,
+            data_fingerprint=args.data_fingerprint,
+            image_repo_root=args.image_repo_root,
+            target=target,
+        )
+        print(f"pipeline {config.pipeline.name} compiled for {target} (image {args.image}): {output}")
     return 0
 
 

@@ -67,6 +67,7 @@ def create_pipeline(
     push_dir: str | None = None,
     repo_path: Callable[[str], str] | None = None,
     tracking: TrackingSettings | None | str = "config",
+    baseline: bool = True,
 ) -> tfx.dsl.Pipeline:
     """The pipeline over the snapshot in `data_dir` (a local path or, for Kubeflow, a URI).
 
@@ -74,6 +75,8 @@ def create_pipeline(
     path of the config (the schema dir) to where the components read it, by default the
     local checkout (the Kubeflow runner maps it into the container image). `tracking`: where
     the steps record the run in MLflow, by default the config's store; None = nowhere.
+    `baseline=False` leaves out the latest-blessed-model resolver (open-source Kubeflow
+    Pipelines cannot run resolver nodes): the gate then checks the thresholds only.
     """
     repo_path = repo_path or (lambda path: str(config.resolve(path)))
     # Where the logging steps (Trainer, BleuEvaluator, CaptionPusher, RunRecorder) record
@@ -138,12 +141,12 @@ def create_pipeline(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
+    ).with_id("latest_blessed_model_resolver") if baseline else None
     # Captions for the raw eval split through the serving signature; BLEU; the gate's blessing.
     evaluator = BleuEvaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
-        baseline_model=latest_blessed.outputs["model"],
+        baseline_model=latest_blessed.outputs["model"] if latest_blessed else None,
         eval_split=config.data.eval_split,
         signature=config.gate.signature,
         batch_size=config.gate.batch_size,
@@ -193,7 +196,7 @@ def create_pipeline(
         features,
         transform,
         trainer,
-        latest_blessed,
+        *([latest_blessed] if latest_blessed else []),
         evaluator,
         pusher,
         recorder,

@@ -86,17 +86,24 @@ def test_spec_names_the_image_and_the_cluster_paths(spec):
     assert param("CaptionPusher", "base_dir") == "gs://bucket/captioner/out/serving/models/captioner"
 
 
-def test_cli_writes_the_spec(tmp_path, monkeypatch):
+def test_cli_writes_both_targets(tmp_path, monkeypatch):
+    import yaml
+
     from pipelines import kubeflow_runner
 
     for k, v in ENV.items():
         monkeypatch.setenv(k, v)
-    out = tmp_path / "p.json"
-    assert kubeflow_runner.main(["--profile", "smoke", "--output", str(out)]) == 0
-    spec = json.loads(out.read_text())
-    images = {e["container"]["image"] for e in spec["pipelineSpec"]["deploymentSpec"]["executors"].values()
-              if "container" in e}
-    assert images == {kubeflow_runner.DEFAULT_IMAGE}
+    monkeypatch.setattr(kubeflow_runner, "default_output",
+                        lambda config, target: tmp_path / kubeflow_runner.TARGET_FILES[target])
+    assert kubeflow_runner.main(["--profile", "smoke"]) == 0
+    vertex = json.loads((tmp_path / "pipeline.json").read_text())["pipelineSpec"]
+    kubeflow = next(yaml.safe_load_all((tmp_path / "pipeline.yaml").read_text()))
+    for spec in (vertex, kubeflow):
+        images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values() if "container" in e}
+        assert images == {kubeflow_runner.DEFAULT_IMAGE}
+    with pytest.raises(SystemExit) as error:
+        kubeflow_runner.main(["--profile", "smoke", "--output", str(tmp_path / "one.json")])
+    assert error.value.code == 2  # one file for two targets: say which
 
 
 def test_the_dockerfile_installs_the_lock_where_the_compiled_spec_expects_the_project():
@@ -147,3 +154,54 @@ def test_an_exit_handler_gets_the_final_status_and_the_tracking_server(spec):
     assert handler["dependentTasks"] == ["tfx-dag"]
     assert "taskFinalStatus" in handler["inputs"]["parameters"]["final_status"]
     assert json.loads(_string_param(root, "MlflowRunEnd", "tracking"))["tracking_uri"] == TRACKING_SERVER
+
+
+# --- open-source Kubeflow Pipelines: pipeline.yaml ----------------------------------------
+
+@pytest.fixture(scope="module")
+def kfp_package(tmp_path_factory):
+    import yaml
+
+    from pipelines.kubeflow_runner import compile_pipeline
+
+    config = load_config("smoke", overrides={"mlflow.tracking_uri": TRACKING_SERVER}, env=ENV)
+    output = compile_pipeline(config, tmp_path_factory.mktemp("kfp") / "pipeline.yaml", image=IMAGE,
+                              data_fingerprint="abc123", target="kubeflow")
+    return list(yaml.safe_load_all(output.read_text()))
+
+
+def test_the_kubeflow_package_is_what_the_kfp_client_uploads(kfp_package):
+    """The KFP client reads the first document as a PipelineSpec and the rest as the platform
+    spec (kfp.client.client._extract_pipeline_yaml); the API server wants schema 2.1.0."""
+    from google.protobuf import json_format
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    assert len(kfp_package) == 2
+    spec = json_format.ParseDict(kfp_package[0], pipeline_spec_pb2.PipelineSpec())
+    platform = json_format.ParseDict(kfp_package[1], pipeline_spec_pb2.PlatformSpec())
+    assert spec.schema_version == "2.1.0" and spec.pipeline_info.name == "captioner-smoke"
+    assert set(platform.platforms) == {"kubernetes"}
+
+
+def test_the_kubeflow_package_has_no_resolver_and_the_gate_no_baseline(kfp_package):
+    """Open-source KFP rejects resolver executors; without one the evaluator gates on thresholds."""
+    spec = kfp_package[0]
+    assert not any("resolver" in e for e in spec["deploymentSpec"]["executors"].values())
+    tasks = dag_tasks({"pipelineSpec": spec})
+    assert set(tasks) == {t for t in EXPECTED_TASKS if "resolver" not in t}
+    assert "baseline_model" not in tasks["BleuEvaluator"].get("inputs", {}).get("artifacts", {})
+    assert "MlflowRunEnd" in spec["root"]["dag"]["tasks"]  # a failed run still ends FAILED
+
+
+def test_every_kubeflow_step_gets_the_run_id_from_its_pod_label(kfp_package):
+    from components.tracked import RUN_ID_ENV
+
+    spec, platform = kfp_package
+    containers = {label for label, e in spec["deploymentSpec"]["executors"].items() if "container" in e}
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(executors) == containers and len(containers) == 12  # 11 steps + the exit handler
+    for label in containers:
+        assert executors[label] == {"fieldPathAsEnv": [{"name": RUN_ID_ENV, "fieldPath": "metadata.labels['pipeline/runid']"}]}
+    tasks = dag_tasks({"pipelineSpec": spec})
+    settings = json.loads(tasks["BleuEvaluator"]["inputs"]["parameters"]["tracking"]["runtimeValue"]["constant"])
+    assert settings["tracking_uri"] == TRACKING_SERVER and settings["pipeline_run_id"] is None  # not in the cache key

@@ -112,17 +112,22 @@ def _context(**kwargs):
     return BaseExecutor.Context(**kwargs)
 
 
-def test_the_run_id_comes_from_the_local_runner_or_from_the_kubeflow_task_path():
+def test_the_run_id_comes_from_the_local_runner_the_kfp_pod_label_or_the_vertex_task_path(monkeypatch):
     from components import tracked
 
+    monkeypatch.delenv(tracked.RUN_ID_ENV, raising=False)
     assert tracked.pipeline_run_id(_context(pipeline_run_id="2026-12-04T10:00:00.1")) == "2026-12-04T10:00:00.1"
     # Kubeflow V2 / Vertex: <root>/<project>/<job id>/<task>_<uuid>/.temp/<task id>/
     kfp = _context(tmp_dir="gs://bucket/root/123/captioner-20261204/trainer_abc/.temp", unique_id="trainer_abc")
     assert tracked.pipeline_run_id(kfp) == "captioner-20261204"
     assert tracked.pipeline_run_id(_context()) is None and tracked.pipeline_run_id(None) is None
-    # Open-source Kubeflow Pipelines: every task under the same local /tmp/kfp_outputs, no job id.
+    # Open-source Kubeflow Pipelines: every task under the same local /tmp/kfp_outputs, no job
+    # id in the path; the compiled package puts the pod's run id label in the environment.
     local = _context(tmp_dir="/tmp/kfp_outputs/.temp", unique_id="kfp_outputs")
     assert tracked.pipeline_run_id(local) is None
+    monkeypatch.setenv(tracked.RUN_ID_ENV, "5f0c-run-uuid")
+    assert tracked.pipeline_run_id(local) == "5f0c-run-uuid"
+    assert tracked.pipeline_run_id(_context(pipeline_run_id="local-run")) == "local-run"  # the runner's own id first
 
 
 def test_a_step_that_raises_ends_the_run_failed_and_still_raises(client, tmp_path):
