@@ -29,11 +29,9 @@ root. The data snapshot is not hashed here (it may be remote and large): pass it
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import posixpath
 import sys
-import tempfile
 from pathlib import Path
 
 from configs import Config
@@ -78,8 +76,11 @@ def compile_pipeline(
     data_fingerprint: str = UNPINNED,
     image_repo_root: str = DEFAULT_IMAGE_REPO_ROOT,
     target: str = "vertex",
+    exit_handler: bool = True,
 ) -> Path:
-    """Writes the spec of `config` for `target` (see the module docstring) to `output`."""
+    """Writes the spec of `config` for `target` (see the module docstring) to `output`;
+    `exit_handler=False` leaves out the step that ends a failed run's MLflow run, for KFP
+    backends that reject exit handlers taking the DAG's final status."""
     from tfx import v1 as tfx
 
     from pipelines.pipeline import create_pipeline
@@ -104,25 +105,24 @@ def compile_pipeline(
         baseline=target == "vertex",
     )
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    job_dir = tempfile.TemporaryDirectory(prefix="kfp-") if target == "kubeflow" else None
-    job_file = Path(job_dir.name) / "pipeline.json" if job_dir else output
+    if target == "kubeflow" and output.suffix not in (".yaml", ".yml"):
+        raise ValueError(f"{output}: the KFP client uploads .yaml or .yml packages only")
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
             default_image=image, use_pipeline_spec_2_1=target == "kubeflow"),  # the KFP API server wants 2.1
-        output_dir=str(job_file.parent),
-        output_filename=job_file.name,
+        output_dir=str(output.parent),
+        output_filename=output.name,
     )
-    if tracking is not None:  # whichever step fails, the MLflow run ends FAILED
+    if tracking is not None and exit_handler:  # whichever step fails, the MLflow run ends FAILED
         from components.run_end.component import MlflowRunEnd
         from components.tracked import encode
 
         runner.set_exit_handler(MlflowRunEnd(final_status=tfx.orchestration.experimental.FinalStatusStr(),
                                              tracking=encode(tracking)))
-    runner.run(pipeline)
-    if job_dir:
-        with job_dir:
-            output.write_text(kubeflow_package(json.loads(job_file.read_text())))
+    job = runner.run(pipeline, write_out=target == "vertex")
+    if target == "kubeflow":
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(kubeflow_package(job))
     return output
 
 
@@ -133,10 +133,14 @@ def kubeflow_package(job: dict) -> str:
 
     from components.tracked import RUN_ID_ENV
 
-    spec = job["pipelineSpec"]
-    run_id = {"fieldPathAsEnv": [{"name": RUN_ID_ENV, "fieldPath": f"metadata.labels['{RUN_ID_LABEL}']"}]}
-    executors = {label: run_id for label, executor in spec["deploymentSpec"]["executors"].items()
-                 if "container" in executor}
+    spec = dict(job["pipelineSpec"])
+    # TFX names the pipeline root in the job's runtime config only; the package keeps it as
+    # the spec's default (pass pipeline_root= when creating the run to be sure it is used).
+    spec["defaultPipelineRoot"] = job["runtimeConfig"]["gcsOutputDirectory"]
+    executors = {
+        label: {"fieldPathAsEnv": [{"name": RUN_ID_ENV, "fieldPath": f"metadata.labels['{RUN_ID_LABEL}']"}]}
+        for label, executor in spec["deploymentSpec"]["executors"].items() if "container" in executor
+    }
     platform = {"platforms": {"kubernetes": {"deploymentSpec": {"executors": executors}}}}
     return yaml.safe_dump_all([spec, platform], sort_keys=False)
 
@@ -156,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="compile for this orchestrator only (default both)")
     parser.add_argument("--output", type=Path, default=None,
                         help="the spec file to write, with --target (default outputs/<profile>/kfp/pipeline.{json,yaml})")
+    parser.add_argument("--no-exit-handler", dest="exit_handler", action="store_false",
+                        help="leave out the exit handler that ends a failed run's MLflow run FAILED: KFP backends "
+                             "before kubeflow/pipelines#11953 (June 2025) reject a run with "
+                             "'task final status not supported yet'")
     return parser
 
 
@@ -177,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             data_fingerprint=args.data_fingerprint,
             image_repo_root=args.image_repo_root,
             target=target,
+            exit_handler=args.exit_handler,
         )
         print(f"pipeline {config.pipeline.name} compiled for {target} (image {args.image}): {output}")
     return 0

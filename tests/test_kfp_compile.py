@@ -159,15 +159,20 @@ def test_an_exit_handler_gets_the_final_status_and_the_tracking_server(spec):
 # --- open-source Kubeflow Pipelines: pipeline.yaml ----------------------------------------
 
 @pytest.fixture(scope="module")
-def kfp_package(tmp_path_factory):
-    import yaml
-
+def kfp_package_text(tmp_path_factory):
     from pipelines.kubeflow_runner import compile_pipeline
 
     config = load_config("smoke", overrides={"mlflow.tracking_uri": TRACKING_SERVER}, env=ENV)
     output = compile_pipeline(config, tmp_path_factory.mktemp("kfp") / "pipeline.yaml", image=IMAGE,
                               data_fingerprint="abc123", target="kubeflow")
-    return list(yaml.safe_load_all(output.read_text()))
+    return output.read_text()
+
+
+@pytest.fixture(scope="module")
+def kfp_package(kfp_package_text):
+    import yaml
+
+    return list(yaml.safe_load_all(kfp_package_text))
 
 
 def test_the_kubeflow_package_is_what_the_kfp_client_uploads(kfp_package):
@@ -205,3 +210,39 @@ def test_every_kubeflow_step_gets_the_run_id_from_its_pod_label(kfp_package):
     tasks = dag_tasks({"pipelineSpec": spec})
     settings = json.loads(tasks["BleuEvaluator"]["inputs"]["parameters"]["tracking"]["runtimeValue"]["constant"])
     assert settings["tracking_uri"] == TRACKING_SERVER and settings["pipeline_run_id"] is None  # not in the cache key
+
+
+def test_the_kubeflow_package_names_its_pipeline_root_and_uses_no_yaml_aliases(kfp_package, kfp_package_text):
+    """Without a default root a run created without pipeline_root= has nowhere to write; and
+    YAML anchors (one dict shared by every executor) are not what other KFP tools expect."""
+    assert kfp_package[0]["defaultPipelineRoot"] == "gs://bucket/captioner/out/tfx"
+    assert "&id" not in kfp_package_text and "*id" not in kfp_package_text
+
+
+def test_a_kubeflow_package_must_be_yaml(tmp_path):
+    from pipelines.kubeflow_runner import compile_pipeline
+
+    config = load_config("smoke", env=ENV)
+    with pytest.raises(ValueError, match=r"\.yaml or \.yml"):
+        compile_pipeline(config, tmp_path / "pipeline.json", image=IMAGE, data_fingerprint="abc123", target="kubeflow")
+    assert not (tmp_path / "pipeline.json").exists()
+
+
+def test_for_older_kfp_backends_the_package_can_leave_out_the_exit_handler(tmp_path, monkeypatch):
+    """Backends before kubeflow/pipelines#11953 reject the whole run over the exit handler's
+    final-status input; --no-exit-handler compiles one they accept, still tracking the steps."""
+    import yaml
+
+    from pipelines import kubeflow_runner
+
+    for k, v in ENV.items():
+        monkeypatch.setenv(k, v)
+    output = tmp_path / "old-backend.yaml"
+    assert kubeflow_runner.main(["--profile", "smoke", "--set", f"mlflow.tracking_uri={TRACKING_SERVER}",
+                                 "--target", "kubeflow", "--output", str(output), "--no-exit-handler"]) == 0
+    spec = next(yaml.safe_load_all(output.read_text()))
+    assert "taskFinalStatus" not in output.read_text()
+    tasks = spec["root"]["dag"]["tasks"]
+    assert "MlflowRunEnd" not in tasks and "Trainer" in tasks
+    tracking = tasks["BleuEvaluator"]["inputs"]["parameters"]["tracking"]["runtimeValue"]["constant"]
+    assert json.loads(tracking)["tracking_uri"] == TRACKING_SERVER

@@ -202,3 +202,23 @@ def test_the_exit_handler_leaves_unknown_states_alone_and_ends_a_cancelled_job_k
     assert end_run(json.dumps({"state": "COMPLETE", "pipelineJobResourceName": job}), tracking) is None
     run = client.get_run(end_run(json.dumps({"state": "CANCELLED", "pipelineJobResourceName": job}), tracking))
     assert run.info.status == "KILLED"
+
+
+def test_on_kubeflow_the_exit_handler_ends_the_run_the_steps_logged_to_not_the_workflows(client, tmp_path, monkeypatch):
+    """Open-source KFP names the Argo workflow in the final status; the steps log under the
+    run UUID the package puts in KFP_RUN_ID, so that is the run to end."""
+    import json
+
+    from components import tracked
+    from components.run_end.component import end_run
+
+    run_uuid = "1f0c2b7e-8a54-4d3e-9a1b-5b8e2f6c7d90"
+    opened = lifecycle.find_or_create_run(client, settings(tmp_path, run_uuid))
+    monkeypatch.setenv(tracked.RUN_ID_ENV, run_uuid)
+    failed = json.dumps({"state": "FAILED", "pipelineJobResourceName": "captioner-smoke-x7k2p",
+                         "error": {"message": "trainer failed"}})
+    ended = end_run(failed, tracked.encode(settings(tmp_path, None)))
+    assert ended == opened
+    assert client.get_run(ended).info.status == "FAILED"
+    experiment = client.get_experiment_by_name("captioner").experiment_id
+    assert lifecycle.find_run(client, experiment, "captioner-smoke-x7k2p") is None  # no stray run

@@ -1,10 +1,12 @@
-"""MlflowRunEnd: the Vertex AI exit handler that ends a failed pipeline run's MLflow run
-FAILED, whichever step failed.
+"""MlflowRunEnd: the exit handler that ends a failed pipeline run's MLflow run FAILED,
+whichever step failed.
 
-TFX supports exit handlers on Vertex AI only (tfx.orchestration.experimental.exit_handler).
-There the pipelines/kubeflow_runner.py spec runs it after the whole
-DAG, successful or not, with the DAG's final status (`FinalStatusStr`: the JSON of KFP's
-PipelineTaskFinalStatus). A run that succeeded was already ended by RunRecorder; a failed
+TFX compiles exit handlers for KFP's pipeline spec (tfx.orchestration.experimental.exit_handler),
+so both specs of pipelines/kubeflow_runner.py (Vertex AI and open-source Kubeflow Pipelines)
+run it after the whole DAG, successful or not, with the DAG's final status (`FinalStatusStr`:
+the JSON of KFP's PipelineTaskFinalStatus). The run id is the one the steps use
+(components/tracked.py): on open-source KFP the run UUID the package puts in `KFP_RUN_ID`
+(the final status names the Argo workflow there, not the run), on Vertex AI the job id. A run that succeeded was already ended by RunRecorder; a failed
 one is ended FAILED with the orchestrator's error, unless a step that logs already ended
 it with its own. LocalDagRunner has no exit handlers, so pipelines/local_runner.py calls
 `end_run` itself when the DAG fails, with the same final-status JSON. The work is in `end_run`.
@@ -13,10 +15,12 @@ No `from __future__ import annotations` here: TFX reads the real annotation obje
 """
 
 import json
+import os
 from typing import Optional
 
 from tfx import v1 as tfx
 
+from components.tracked import RUN_ID_ENV
 from tracking.lifecycle import TrackingSettings, end_failed_run
 
 # PipelineTaskFinalStatus states that mean the job did not succeed (CANCELLED -> KILLED).
@@ -24,8 +28,8 @@ FAILED_STATES = ("FAILED", "CANCELLED", "CANCELED")
 
 
 def job_id(final_status: dict) -> Optional[str]:
-    """The pipeline job's id: the last part of its resource name (the directory each task
-    runs under, which the steps take as their pipeline run id; components/tracked.py)."""
+    """The Vertex AI pipeline job's id: the last part of its resource name (the directory
+    each task runs under, which the steps take as their pipeline run id there)."""
     name = final_status.get("pipelineJobResourceName") or final_status.get("pipelineJobName") or ""
     return name.rstrip("/").rsplit("/", 1)[-1] or None
 
@@ -37,7 +41,7 @@ def end_run(final_status_json: str, tracking: str) -> Optional[str]:
     state = str(final_status.get("state", "")).upper()
     if state not in FAILED_STATES or not tracking:  # succeeded, or a state this does not know
         return None
-    run_id = job_id(final_status)
+    run_id = os.environ.get(RUN_ID_ENV) or job_id(final_status)  # open-source KFP, else Vertex
     if run_id is None:
         return None
     settings = TrackingSettings.from_dict(json.loads(tracking))
