@@ -7,7 +7,8 @@ profile's Keras class (bench/decode_sweep.py), its backbone features of the spli
 computed once, and `models.decoding` decodes with the first member's profile settings
 (greedy, then its beam search): each member alone, then all of them as one
 `models.ensemble.EnsembleCaptioner` (the mean of their per-step probabilities). Scores are
-the pipeline's own (NLTK corpus BLEU, CIDEr-D). Cost: each member's backbone and every
+the pipeline's own (NLTK corpus BLEU, CIDEr-D) and the coco-caption toolkit's the papers
+report (`coco_*`, METEOR; Java; `--no-coco` skips it). Cost: each member's backbone and every
 decoder's loop for one image a call (p50 over `--latency-images`), one after the other in
 this process; an ensemble's single-image caption costs every member's backbone plus its
 loop. The members must share the vocabulary (the same data and text settings). The last
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     from models.decoding import beam_search_decode, greedy_decode
     from models.ensemble import EnsembleCaptioner, member_key
     from models.export import CaptionPipeline, DecodeSettings
+    from models.coco_caption import coco_caption_scores
+    from models.contract import METEOR_METRIC
     from models.metrics import corpus_bleu_scores, corpus_cider
 
     records = scan_layout(Path(args.data), [args.split]).records[args.split]
@@ -95,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                 "model": name, "decoder": decoder,
                 **{k: round(v, 4) for k, v in corpus_bleu_scores(hypotheses, references).items()},
                 "cider": round(corpus_cider(hypotheses, references), 4),
+                **({} if args.no_coco else
+                   {k: round(v, 4) for k, v in coco_caption_scores(hypotheses, references).items()}),
                 "loop_ms": round(loop_ms, 1),
                 "single_image_ms": round(loop_ms + sum(backbone_ms[i] for i in used), 1),
                 "decoder_parameters": sum(int(v.shape.num_elements()) for _, c, i in members if i in used
@@ -102,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
             }
             rows.append(row)
             logging.info("%s", row)
-    keys = ("model", "decoder", "bleu_1", "bleu_4", "cider", "loop_ms", "single_image_ms", "decoder_parameters")
+    keys = ("model", "decoder", "bleu_1", "bleu_4", "cider",
+            *(() if args.no_coco else ("coco_bleu_4", METEOR_METRIC, "coco_cider_d")),
+            "loop_ms", "single_image_ms", "decoder_parameters")
     print(f"\n{args.split} split, {len(records)} images; backbone p50 per member: {[round(b, 1) for b in backbone_ms]} ms")
     print(" | ".join(keys))
     for row in rows:
@@ -137,6 +144,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--split", default="dev")
     parser.add_argument("--limit", type=int, default=0)
     parser.add_argument("--latency-images", type=int, default=50)
+    parser.add_argument("--no-coco", action="store_true", help="skip the coco-caption scorer (it needs Java)")
     args = parser.parse_args(argv)
     if len(args.member) < 2:
         parser.error("an ensemble needs at least two --member")
