@@ -35,11 +35,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench.decode_sweep import load_trained_decoder
     from data.layout import scan_layout
+    from models.coco_caption import coco_caption_scores
+    from models.contract import METEOR_METRIC
     from models.decoding import beam_search_decode, greedy_decode
     from models.ensemble import EnsembleCaptioner, member_key
     from models.export import CaptionPipeline, DecodeSettings
-    from models.coco_caption import coco_caption_scores
-    from models.contract import METEOR_METRIC
     from models.metrics import corpus_bleu_scores, corpus_cider
 
     records = scan_layout(Path(args.data), [args.split]).records[args.split]
