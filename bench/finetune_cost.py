@@ -62,10 +62,9 @@ def backward_step(model, inputs):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import keras
     import tensorflow as tf
 
-    from models.backbones.efficientnet_lite import build_feature_model
+    from models.backbones.efficientnet_lite import build_feature_model, split_at_block
 
     model = build_feature_model(args.backbone, weights=None)
     size = model.input_shape[1]
@@ -88,17 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     report("all layers", backward_step(model, images), "images", int(sum(tf.size(v) for v in model.trainable_variables)))
     for first in args.cut or [11, 15]:
         try:
-            start = model.get_layer(f"block{first}_expand_conv").input
-        except ValueError:
-            raise SystemExit(f"error: {args.backbone} has no block {first} with an expansion") from None
-        head = keras.Model(start, model.get_layer("head_relu6").output)
+            bottom, top = split_at_block(model, first)
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
+        shape = bottom.output.shape[1:]
         floats = 1
-        for d in start.shape[1:]:
+        for d in shape:
             floats *= d
-        stored = tf.random.normal([args.batch, *start.shape[1:]])
-        report(f"from block {first}", backward_step(head, stored),
-               f"a {'x'.join(map(str, start.shape[1:]))} map, {floats:,} floats",
-               int(sum(tf.size(v) for v in head.trainable_variables)))
+        stored = tf.random.normal([args.batch, *shape])
+        report(f"from block {first}", backward_step(top, stored), f"a {'x'.join(map(str, shape))} map, {floats:,} floats",
+               int(sum(tf.size(v) for v in top.trainable_variables)))
     print(json.dumps({"backbone": args.backbone, "batch": args.batch, "load_average": round(os.getloadavg()[0], 2), "rows": rows}))
     return 0
 

