@@ -1,0 +1,175 @@
+"""Does fine-tuning the backbone's upper blocks help the captions? A probe of the cross-entropy stage.
+
+Run `python -m bench.finetune_probe --examples DIR --transform-graph DIR [--data
+../shared/flickr8k] [--block 15] [--top-learning-rate 1e-4 | --frozen] [--profile
+flickr8k_lite0] [--epochs 4]`, with a pipeline run's transformed examples (the folder holding
+Split-train and Split-dev) and Transform graph: their captions and vocabulary, so the probe
+trains on exactly the rows the Trainer did.
+
+The backbone is cut at `--block` (models.backbones.efficientnet_lite.split_at_block): the
+bottom runs once per image (as the feature step would) and its maps are kept in memory; the
+top (those blocks and the head, BatchNormalization statistics frozen) runs in every training
+step with its own Adam at `--top-learning-rate`, under the profile's decoder, which trains
+as the Trainer's does (its optimizer, loss, batch size, seed and caption order). `--frozen`
+trains the decoder only, over the same code: the side-by-side baseline. Each epoch prints its
+loss and val_loss; at the end, the dev split's greedy BLEU-1..4 and CIDEr-D (models.epoch_bleu,
+the scores the SCST stage starts from). No export, nothing written. The last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.finetune_probe", description=__doc__.splitlines()[0])
+    parser.add_argument("--examples", type=Path, required=True, help="a run's transformed examples (with Split-train, Split-dev)")
+    parser.add_argument("--transform-graph", type=Path, required=True, help="the same run's Transform graph")
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "flickr8k", help="the Flickr8k photos")
+    parser.add_argument("--profile", default="flickr8k_lite0", help="the decoder and training settings (default flickr8k_lite0)")
+    parser.add_argument("--block", type=int, default=15, help="fine-tune from this block of the backbone on (default 15)")
+    parser.add_argument("--top-learning-rate", type=float, default=1e-4, help="Adam's rate for the backbone's top (default 1e-4)")
+    parser.add_argument("--frozen", action="store_true", help="train the decoder only (the baseline)")
+    parser.add_argument("--epochs", type=int, default=4, help="cross-entropy epochs (default 4)")
+    parser.add_argument("--limit", type=int, default=0, help="only the first N images of each split (a quick check)")
+    return parser
+
+
+def image_ids(files: list[str]) -> list[bytes]:
+    """The examples' image ids, in file order."""
+    import tensorflow as tf
+
+    from models.contract import TRANSFORMED_IMAGE_ID_KEY
+
+    spec = {TRANSFORMED_IMAGE_ID_KEY: tf.io.FixedLenFeature([], tf.string)}
+    ds = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(512)
+    return [i for batch in ds.map(lambda s: tf.io.parse_example(s, spec)) for i in batch[TRANSFORMED_IMAGE_ID_KEY].numpy()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    from configs import load_config
+    from configs.config import TrainerSections
+    from data.layout import scan_layout
+    from models.backbones.efficientnet_lite import build_feature_model, split_at_block
+    from models.contract import TRANSFORMED_GRID_KEY
+    from models.epoch_bleu import EpochBleu, references_by_image
+    from models.images import decode_images
+    from models.trainer import CaptionRows, build_model, caption_dataset, load_caption_rows
+    from models.vocabulary import load_vocabulary
+
+    cfg = TrainerSections.of(load_config(args.profile))
+    keras.utils.set_random_seed(cfg.train.seed)
+    tft_output = tft.TFTransformOutput(str(args.transform_graph))
+    vocabulary = load_vocabulary(tft_output)
+    spec = tft_output.transformed_feature_spec()
+    feature_model = build_feature_model(cfg.features.backbone, cfg.features.weights, cfg.features.weights_path)
+    bottom, top = split_at_block(feature_model, args.block)
+    size = feature_model.input_shape[1]
+    paths = {r.image_id: r.path for records in scan_layout(args.data, ["train", "dev"]).records.values() for r in records}
+    bottom_fn = tf.function(lambda encoded: bottom(decode_images(encoded, size), training=False))
+
+    def rows_of(split: str) -> CaptionRows:
+        files = sorted(tf.io.gfile.glob(str(args.examples / f"Split-{split}" / "*")))
+        rows = load_caption_rows(files, spec, cfg.text.max_length, image_inputs=())
+        ids = sorted(i.decode() for i in image_ids(files))  # load_caption_rows' image order
+        if args.limit:
+            keep = rows.image_index < args.limit
+            rows, ids = CaptionRows({}, rows.image_index[keep], rows.captions[keep]), ids[: args.limit]
+        started, maps = time.monotonic(), []
+        for start in range(0, len(ids), 32):
+            encoded = [Path(paths[i]).read_bytes() for i in ids[start : start + 32]]
+            maps.append(bottom_fn(tf.constant(encoded)).numpy().astype(np.float16))
+        print(f"{split}: {len(ids)} images, {len(rows.captions)} captions; maps {maps[0].shape[1:]} in "
+              f"{time.monotonic() - started:.0f} s", flush=True)
+        return CaptionRows({"image_map": np.concatenate(maps)}, rows.image_index, rows.captions)
+
+    train_rows, dev_rows = rows_of("train"), rows_of("dev")
+    captioner = build_model(len(vocabulary), cfg)
+    model = _top_and_decoder_class()(top, captioner, None if args.frozen else args.top_learning_rate)
+    model.compile(optimizer=captioner.optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    history = {"loss": [], "val_loss": [], "seconds": []}
+
+    class EpochLine(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.monotonic()
+
+        def on_epoch_end(self, epoch, logs=None):
+            history["loss"].append(round(float(logs["loss"]), 4))
+            history["val_loss"].append(round(float(logs["val_loss"]), 4))
+            history["seconds"].append(round(time.monotonic() - self.started, 1))
+            print(f"epoch {epoch + 1}: loss {logs['loss']:.4f}, val_loss {logs['val_loss']:.4f} "
+                  f"({history['seconds'][-1]:.0f} s)", flush=True)
+
+    before = [w.numpy() for w in top.weights]
+    model.fit(caption_dataset(train_rows, cfg.train.batch_size, shuffle_seed=cfg.train.seed), epochs=args.epochs,
+              validation_data=caption_dataset(dev_rows, cfg.train.batch_size, shuffle_seed=None),
+              callbacks=[EpochLine()], verbose=0)
+    moved = max(float(np.linalg.norm(w.numpy() - b) / (np.linalg.norm(b) + 1e-12)) for w, b in zip(top.weights, before))
+    print(f"the top's weights moved by at most {moved:.2%} of their norm (a layer's)")
+    top_fn = tf.function(lambda maps: top(maps, training=False)["grid"])
+    grids = np.concatenate([top_fn(tf.constant(dev_rows.images["image_map"][i : i + 64], tf.float32)).numpy()
+                            for i in range(0, len(dev_rows.images["image_map"]), 64)])
+    grids = grids.reshape(len(grids), -1, grids.shape[-1])
+    references = references_by_image(dev_rows.image_index, dev_rows.captions, vocabulary)
+    scores = EpochBleu({TRANSFORMED_GRID_KEY: grids}, references, vocabulary, cfg.text.max_length).scores(captioner)
+    side = "frozen" if args.frozen else f"blocks {args.block}.. at {args.top_learning_rate:g}"
+    print(f"{side}: dev greedy BLEU-4 {scores['bleu_4']:.4f}, BLEU-1 {scores['bleu_1']:.4f}, CIDEr-D {scores['cider_d']:.4f}")
+    print(json.dumps({"side": side, "profile": args.profile, "block": args.block, "history": history, "top_moved": round(moved, 4),
+                      "dev_greedy": {k: round(v, 4) for k, v in scores.items()}}))
+    return 0
+
+
+def _top_and_decoder_class():
+    import keras
+    import tensorflow as tf
+
+    from models.contract import TRANSFORMED_GRID_KEY
+
+    class TopAndDecoder(keras.Model):
+        """The backbone's top (maps -> grid) under the decoder; two optimizers, one loss."""
+
+        def __init__(self, top, captioner, top_learning_rate):
+            super().__init__()
+            self.top, self.captioner = top, captioner
+            self.top.trainable = top_learning_rate is not None
+            self.top_optimizer = keras.optimizers.Adam(top_learning_rate) if top_learning_rate else None
+
+        def call(self, inputs, training=False):
+            grid = self.top(inputs["image_map"], training=False)["grid"]  # BatchNorm statistics frozen
+            grid = tf.reshape(grid, [tf.shape(grid)[0], -1, grid.shape[-1]])
+            return self.captioner({TRANSFORMED_GRID_KEY: grid, "tokens": inputs["tokens"]}, training=training)
+
+        def train_step(self, data):
+            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+            with tf.GradientTape() as tape:
+                y_pred = self(x, training=True)
+                loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+            self._loss_tracker.update_state(loss, sample_weight=tf.shape(x["tokens"])[0])
+            decoder_weights = self.captioner.trainable_weights
+            top_weights = self.top.trainable_weights if self.top_optimizer else []
+            gradients = tape.gradient(loss, decoder_weights + top_weights)
+            self.optimizer.apply_gradients(zip(gradients[: len(decoder_weights)], decoder_weights))
+            if top_weights:
+                self.top_optimizer.apply_gradients(zip(gradients[len(decoder_weights) :], top_weights))
+            return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    return TopAndDecoder
+
+
+if __name__ == "__main__":
+    sys.exit(main())
