@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
     train_rows, dev_rows = rows_of("train"), rows_of("dev")
     captioner = build_model(len(vocabulary), cfg)
-    model = _top_and_decoder_class()(top, captioner, None if args.frozen else args.top_learning_rate)
+    model = top_and_decoder(top, captioner, None if args.frozen else args.top_learning_rate)
     model.compile(optimizer=captioner.optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
     history = {"loss": [], "val_loss": [], "seconds": []}
@@ -134,7 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _top_and_decoder_class():
+def top_and_decoder(top, captioner, top_learning_rate: float | None):
+    """A Keras model: `top` (maps -> {"grid"}) under `captioner`, which `fit` trains with the
+    compiled optimizer for the decoder and a second Adam at `top_learning_rate` for the top
+    (None: the top stays frozen). Compile it with the decoder's optimizer and loss."""
     import keras
     import tensorflow as tf
 
@@ -168,7 +171,7 @@ def _top_and_decoder_class():
                 self.top_optimizer.apply_gradients(zip(gradients[len(decoder_weights) :], top_weights))
             return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
-    return TopAndDecoder
+    return TopAndDecoder(top, captioner, top_learning_rate)
 
 
 if __name__ == "__main__":
