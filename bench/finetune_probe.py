@@ -11,15 +11,19 @@ bottom runs once per image (as the feature step would) and its maps are kept in 
 top (those blocks and the head, BatchNormalization statistics frozen) runs in every training
 step with its own Adam at `--top-learning-rate`, under the profile's decoder, which trains
 as the Trainer's does (its optimizer, loss, batch size, seed and caption order). `--frozen`
-trains the decoder only, over the same code: the side-by-side baseline. Each epoch prints its
-loss and val_loss; at the end, the dev split's greedy BLEU-1..4 and CIDEr-D (models.epoch_bleu,
-the scores the SCST stage starts from). No export, nothing written. The last line is JSON.
+trains the decoder only, over the same code and from the same initial weights: the
+side-by-side baseline. Each epoch prints its loss and val_loss; then the dev split's greedy
+BLEU-1..4 and CIDEr-D (models.epoch_bleu, the scores the SCST stage starts from). With a
+profile that has `scst.epochs` (flickr8k_lite0_scst), its self-critical stage follows on the
+top's grids (the top frozen as the first stage left it), and the dev split's greedy
+captions are scored by coco-caption too. No export, nothing written. The last line is JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -56,6 +60,7 @@ def image_ids(files: list[str]) -> list[bytes]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     import keras
     import numpy as np
     import tensorflow as tf
@@ -65,11 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     from configs.config import TrainerSections
     from data.layout import scan_layout
     from models.backbones.efficientnet_lite import build_feature_model, split_at_block
-    from models.contract import TRANSFORMED_GRID_KEY
+    from models.contract import METEOR_METRIC, TRANSFORMED_GRID_KEY
     from models.epoch_bleu import EpochBleu, references_by_image
     from models.images import decode_images
     from models.trainer import CaptionRows, build_model, caption_dataset, load_caption_rows
-    from models.vocabulary import load_vocabulary
+    from models import scst
+    from models.coco_caption import coco_caption_scores
+    from models.vocabulary import load_vocabulary, special_ids
 
     cfg = TrainerSections.of(load_config(args.profile))
     keras.utils.set_random_seed(cfg.train.seed)
@@ -79,10 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     feature_model = build_feature_model(cfg.features.backbone, cfg.features.weights, cfg.features.weights_path)
     bottom, top = split_at_block(feature_model, args.block)
     size = feature_model.input_shape[1]
-    paths = {r.image_id: r.path for records in scan_layout(args.data, ["train", "dev"]).records.values() for r in records}
+    paths_and_captions = {r.image_id: (r.path, r.captions)
+                          for records in scan_layout(args.data, ["train", "dev"]).records.values() for r in records}
     bottom_fn = tf.function(lambda encoded: bottom(decode_images(encoded, size), training=False))
 
-    def rows_of(split: str) -> CaptionRows:
+    def rows_of(split: str) -> tuple[list[str], CaptionRows]:
         files = sorted(tf.io.gfile.glob(str(args.examples / f"Split-{split}" / "*")))
         rows = load_caption_rows(files, spec, cfg.text.max_length, image_inputs=())
         ids = sorted(i.decode() for i in image_ids(files))  # load_caption_rows' image order
@@ -91,13 +99,13 @@ def main(argv: list[str] | None = None) -> int:
             rows, ids = CaptionRows({}, rows.image_index[keep], rows.captions[keep]), ids[: args.limit]
         started, maps = time.monotonic(), []
         for start in range(0, len(ids), 32):
-            encoded = [Path(paths[i]).read_bytes() for i in ids[start : start + 32]]
+            encoded = [Path(paths_and_captions[i][0]).read_bytes() for i in ids[start : start + 32]]
             maps.append(bottom_fn(tf.constant(encoded)).numpy().astype(np.float16))
         print(f"{split}: {len(ids)} images, {len(rows.captions)} captions; maps {maps[0].shape[1:]} in "
               f"{time.monotonic() - started:.0f} s", flush=True)
-        return CaptionRows({"image_map": np.concatenate(maps)}, rows.image_index, rows.captions)
+        return ids, CaptionRows({"image_map": np.concatenate(maps)}, rows.image_index, rows.captions)
 
-    train_rows, dev_rows = rows_of("train"), rows_of("dev")
+    (_, train_rows), (dev_rows_ids, dev_rows) = rows_of("train"), rows_of("dev")
     captioner = build_model(len(vocabulary), cfg)
     model = top_and_decoder(top, captioner, None if args.frozen else args.top_learning_rate)
     model.compile(optimizer=captioner.optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -122,15 +130,37 @@ def main(argv: list[str] | None = None) -> int:
     moved = max(float(np.linalg.norm(w.numpy() - b) / (np.linalg.norm(b) + 1e-12)) for w, b in zip(top.weights, before))
     print(f"the top's weights moved by at most {moved:.2%} of their norm (a layer's)")
     top_fn = tf.function(lambda maps: top(maps, training=False)["grid"])
-    grids = np.concatenate([top_fn(tf.constant(dev_rows.images["image_map"][i : i + 64], tf.float32)).numpy()
-                            for i in range(0, len(dev_rows.images["image_map"]), 64)])
-    grids = grids.reshape(len(grids), -1, grids.shape[-1])
+
+    def grids_of(rows: CaptionRows) -> np.ndarray:
+        """The (fine-tuned) top's grids of the rows' images, [N, h*w, C] float16, as the Trainer keeps them."""
+        maps = rows.images["image_map"]
+        grids = np.concatenate([top_fn(tf.constant(maps[i : i + 64], tf.float32)).numpy().astype(np.float16)
+                                for i in range(0, len(maps), 64)])
+        return grids.reshape(len(grids), -1, grids.shape[-1])
+
     references = references_by_image(dev_rows.image_index, dev_rows.captions, vocabulary)
-    scores = EpochBleu({TRANSFORMED_GRID_KEY: grids}, references, vocabulary, cfg.text.max_length).scores(captioner)
+    dev_scorer = EpochBleu({TRANSFORMED_GRID_KEY: grids_of(dev_rows)}, references, vocabulary, cfg.text.max_length)
     side = "frozen" if args.frozen else f"blocks {args.block}.. at {args.top_learning_rate:g}"
-    print(f"{side}: dev greedy BLEU-4 {scores['bleu_4']:.4f}, BLEU-1 {scores['bleu_1']:.4f}, CIDEr-D {scores['cider_d']:.4f}")
-    print(json.dumps({"side": side, "profile": args.profile, "block": args.block, "history": history, "top_moved": round(moved, 4),
-                      "dev_greedy": {k: round(v, 4) for k, v in scores.items()}}))
+    scores = dev_scorer.scores(captioner)
+    print(f"{side}, cross-entropy: dev greedy BLEU-4 {scores['bleu_4']:.4f}, BLEU-1 {scores['bleu_1']:.4f}, "
+          f"CIDEr-D {scores['cider_d']:.4f}", flush=True)
+    result = {"side": side, "profile": args.profile, "block": args.block, "history": history, "top_moved": round(moved, 4),
+              "dev_greedy": {k: round(v, 4) for k, v in scores.items()}}
+    if cfg.scst.epochs:  # the profile's second stage, the top frozen as it came out of the first
+        train_images = scst.ScstImages.of({TRANSFORMED_GRID_KEY: grids_of(train_rows)}, train_rows.image_index,
+                                          train_rows.captions)
+        scst_history, kept = scst.train_self_critical(captioner, train_images, lambda: dev_scorer.scores(captioner),
+                                                      cfg.scst, special_ids(vocabulary), cfg.train.seed)
+        scores = dev_scorer.scores(captioner)
+        raw = {str(position): list(paths_and_captions[image_id][1]) for position, image_id in enumerate(dev_rows_ids)}
+        coco = coco_caption_scores(dev_scorer.captions(), raw)
+        print(f"{side}, after SCST (epoch {kept} kept): dev greedy BLEU-4 {scores['bleu_4']:.4f}, CIDEr-D "
+              f"{scores['cider_d']:.4f}; coco-caption BLEU-4 {coco['coco_bleu_4']:.4f}, METEOR {coco[METEOR_METRIC]:.4f}, "
+              f"CIDEr-D {coco['coco_cider_d']:.4f}", flush=True)
+        result.update({"scst_kept": kept, "scst": {k: [round(v, 4) for v in vals] for k, vals in scst_history.items()},
+                       "scst_dev_greedy": {k: round(v, 4) for k, v in scores.items()},
+                       "scst_coco_greedy": {k: round(v, 4) for k, v in coco.items()}})
+    print(json.dumps(result))
     return 0
 
 
