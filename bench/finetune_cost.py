@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -68,9 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model = build_feature_model(args.backbone, weights=None)
     size = model.input_shape[1]
-    grid_floats = 1
-    for d in model.output["grid"].shape[1:]:
-        grid_floats *= d
+    grid_floats = math.prod(model.output["grid"].shape[1:])
     images = tf.random.uniform([args.batch, size, size, 3], 0, 255)
     rows = []
 
@@ -91,9 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as e:
             raise SystemExit(f"error: {e}") from None
         shape = bottom.output.shape[1:]
-        floats = 1
-        for d in shape:
-            floats *= d
+        floats = math.prod(shape)
         stored = tf.random.normal([args.batch, *shape])
         report(f"from block {first}", backward_step(top, stored), f"a {'x'.join(map(str, shape))} map, {floats:,} floats",
                int(sum(tf.size(v) for v in top.trainable_variables)))

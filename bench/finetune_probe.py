@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     from models.backbones.efficientnet_lite import build_feature_model, split_at_block
     from models.contract import METEOR_METRIC, TRANSFORMED_GRID_KEY
     from models.epoch_bleu import EpochBleu, references_by_image
+    from models.export import image_input
     from models.images import decode_images
     from models.trainer import CaptionRows, build_model, caption_dataset, load_caption_rows
     from models import scst
@@ -129,14 +130,13 @@ def main(argv: list[str] | None = None) -> int:
               callbacks=[EpochLine()], verbose=0)
     moved = max(float(np.linalg.norm(w.numpy() - b) / (np.linalg.norm(b) + 1e-12)) for w, b in zip(top.weights, before))
     print(f"the top's weights moved by at most {moved:.2%} of their norm (a layer's)")
-    top_fn = tf.function(lambda maps: top(maps, training=False)["grid"])
+    top_fn = tf.function(lambda maps: image_input(top(maps, training=False), TRANSFORMED_GRID_KEY))
 
     def grids_of(rows: CaptionRows) -> np.ndarray:
         """The (fine-tuned) top's grids of the rows' images, [N, h*w, C] float16, as the Trainer keeps them."""
         maps = rows.images["image_map"]
-        grids = np.concatenate([top_fn(tf.constant(maps[i : i + 64], tf.float32)).numpy().astype(np.float16)
-                                for i in range(0, len(maps), 64)])
-        return grids.reshape(len(grids), -1, grids.shape[-1])
+        return np.concatenate([top_fn(tf.constant(maps[i : i + 64], tf.float32)).numpy().astype(np.float16)
+                               for i in range(0, len(maps), 64)])
 
     references = references_by_image(dev_rows.image_index, dev_rows.captions, vocabulary)
     dev_scorer = EpochBleu({TRANSFORMED_GRID_KEY: grids_of(dev_rows)}, references, vocabulary, cfg.text.max_length)
@@ -172,6 +172,7 @@ def top_and_decoder(top, captioner, top_learning_rate: float | None):
     import tensorflow as tf
 
     from models.contract import TRANSFORMED_GRID_KEY
+    from models.export import image_input
 
     class TopAndDecoder(keras.Model):
         """The backbone's top (maps -> grid) under the decoder; two optimizers, one loss."""
@@ -180,11 +181,11 @@ def top_and_decoder(top, captioner, top_learning_rate: float | None):
             super().__init__()
             self.top, self.captioner = top, captioner
             self.top.trainable = top_learning_rate is not None
-            self.top_optimizer = keras.optimizers.Adam(top_learning_rate) if top_learning_rate else None
+            self.top_optimizer = keras.optimizers.Adam(top_learning_rate) if top_learning_rate is not None else None
 
         def call(self, inputs, training=False):
-            grid = self.top(inputs["image_map"], training=False)["grid"]  # BatchNorm statistics frozen
-            grid = tf.reshape(grid, [tf.shape(grid)[0], -1, grid.shape[-1]])
+            # training=False: BatchNorm statistics stay frozen; its scale and offset still train.
+            grid = image_input(self.top(inputs["image_map"], training=False), TRANSFORMED_GRID_KEY)
             return self.captioner({TRANSFORMED_GRID_KEY: grid, "tokens": inputs["tokens"]}, training=training)
 
         def train_step(self, data):
