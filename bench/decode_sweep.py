@@ -1,13 +1,15 @@
 """Beam width and length penalty of one trained model, scored side by side on a split.
 
 Run `python -m bench.decode_sweep --model DIR --transform-graph DIR --profile flickr8k_lite0
-[--widths 1,3,5] [--penalties 0,0.7,1.0,1.3] [--no-repeat-ngram 0,2,3]`. DIR: a Trainer's serving SavedModel and
+[--widths 1,3,5] [--penalties 0,0.7,1.0,1.3] [--no-repeat-ngram 0,2,3] [--end-biases 0,1,2] [--coco]`. DIR: a Trainer's serving SavedModel and
 the Transform graph of the same run. Decoding settings do not change training, so rather
 than retraining per setting, the decoder's weights are read back from the SavedModel into
 the same Keras decoder class (checked variable by variable, by order and shape), the
 backbone features of the split are computed once, and `models.decoding` (the code the
 export uses) decodes them with every setting. Scores are the pipeline's own: corpus
-BLEU-1..4 and CIDEr-D. Width 1 is greedy decoding.
+BLEU-1..4 and CIDEr-D; with `--coco` also coco-caption's BLEU-4, METEOR and CIDEr-D. Width 1
+is greedy decoding. An end bias b > 0 lowers <end>'s logit by b at every step: longer
+captions, which METEOR (recall-weighted) might prefer.
 
 The settings are chosen on the split they are scored on (the dev split: the test split of
 ../shared/flickr8k is held out), so the best row is slightly optimistic; the README says so.
@@ -35,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     from data.layout import scan_layout
     from models.decoding import beam_search_decode, greedy_decode
     from models.export import CaptionPipeline, DecodeSettings
+    from models.coco_caption import coco_caption_scores
     from models.metrics import corpus_bleu_scores, corpus_cider
 
     cfg, vocabulary, backbone, captioner = load_trained_decoder(args.profile, args.model, args.transform_graph)
@@ -57,18 +60,20 @@ def main(argv: list[str] | None = None) -> int:
     references = {r.image_id: list(r.captions) for r in records}
     rows = []
     settings_grid = [
-        (width, penalty, n)
+        (width, penalty, n, bias)
+        for bias in args.end_biases
         for n in args.no_repeat_ngram
         for width in args.widths
         for penalty in (args.penalties if width > 1 else [0.0])
     ]
-    for width, penalty, n in settings_grid:
+    for width, penalty, n, bias in settings_grid:
+        decoder = EndBiased(captioner, ids["end_id"], bias) if bias else captioner
         if width == 1:
-            fn = tf.function(lambda x, n=n: greedy_decode(
-                captioner, x, max_length=cfg.text.max_length, no_repeat_ngram_size=n, **ids)[0])
+            fn = tf.function(lambda x, d=decoder, n=n: greedy_decode(
+                d, x, max_length=cfg.text.max_length, no_repeat_ngram_size=n, **ids)[0])
         else:
-            fn = tf.function(lambda x, w=width, p=penalty, n=n: beam_search_decode(
-                captioner, x, max_length=cfg.text.max_length, beam_width=w, length_penalty=p,
+            fn = tf.function(lambda x, d=decoder, w=width, p=penalty, n=n: beam_search_decode(
+                d, x, max_length=cfg.text.max_length, beam_width=w, length_penalty=p,
                 no_repeat_ngram_size=n, **ids)[0][:, 0])
         started = time.monotonic()
         hypotheses = {}
@@ -81,14 +86,17 @@ def main(argv: list[str] | None = None) -> int:
             "beam_width": width,
             "length_penalty": penalty,
             "no_repeat_ngram_size": n,
+            "end_bias": bias,
             **{k: round(v, 4) for k, v in scores.items()},
             "cider": round(corpus_cider(hypotheses, references), 4),
+            **({k: round(v, 4) for k, v in coco_caption_scores(hypotheses, references).items()} if args.coco else {}),
             "mean_words": round(sum(len(h.split()) for h in hypotheses.values()) / len(hypotheses), 2),
             "seconds": round(time.monotonic() - started, 1),
         }
         rows.append(row)
         logging.info("%s", row)
-    keys = ("beam_width", "length_penalty", "no_repeat_ngram_size", "bleu_1", "bleu_2", "bleu_3", "bleu_4", "cider", "mean_words")
+    keys = ("beam_width", "length_penalty", "no_repeat_ngram_size", "end_bias", "bleu_1", "bleu_2", "bleu_3", "bleu_4", "cider",
+            *(("coco_bleu_4", "meteor", "coco_cider_d") if args.coco else ()), "mean_words")
     print(f"\n{args.split} split, {len(records)} images, {args.model}")
     print(" | ".join(keys))
     for row in rows:
@@ -141,6 +149,28 @@ def _load_decoder(captioner, export_dir: str):
     return captioner
 
 
+class EndBiased:
+    """A decoder whose every step scores <end> `bias` lower in logits (a bias > 0 asks for
+    longer captions): to measure whether length, which METEOR's recall rewards, pays."""
+
+    def __init__(self, captioner, end_id: int, bias: float):
+        import tensorflow as tf
+
+        self.captioner = captioner
+        self.vocab_size = captioner.vocab_size
+        self.offset = -bias * tf.one_hot(end_id, captioner.vocab_size)
+
+    def encode_image(self, inputs):
+        return self.captioner.encode_image(inputs)
+
+    def initial_state(self, image):
+        return self.captioner.initial_state(image)
+
+    def step(self, tokens, states, image):
+        logits, states = self.captioner.step(tokens, states, image)
+        return logits + self.offset, states
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="the Trainer's serving SavedModel dir")
@@ -153,6 +183,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--penalties", type=lambda s: [float(x) for x in s.split(",")], default=[0.0, 0.7, 1.0, 1.3])
     parser.add_argument("--no-repeat-ngram", type=lambda s: [int(x) for x in s.split(",")], default=[0],
                         help="decode.no_repeat_ngram_size values (0: off)")
+    parser.add_argument("--end-biases", type=lambda s: [float(x) for x in s.split(",")], default=[0.0],
+                        help="subtract this from <end>'s logit at every step (0: the model as trained)")
+    parser.add_argument("--coco", action="store_true", help="also score with coco-caption (METEOR; needs java)")
     return parser.parse_args(argv)
 
 
