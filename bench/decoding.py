@@ -97,15 +97,15 @@ def reexport(model_dir: Path, transform_graph: str, profile: str, target: Path):
     return captioner, backbone, h * w
 
 
-def loop_steps_of(signature: str, outputs) -> int:
+def loop_steps_of(signature: str, outputs, max_steps: int) -> int:
     """The steps a decoding loop ran for one image, from its output: the greedy caption's
     words plus <end>; for beam search its longest final beam's (the loop runs until the last
-    of its K beams has ended)."""
+    of its K beams has ended); at most `max_steps` (max_length - 1: a caption cut there has no <end>)."""
     if signature == "greedy":
         captions = [outputs["caption"].numpy()[0]]
     else:
         captions = list(outputs["alternatives"].numpy()[0])
-    return max(len(c.decode().split()) for c in captions) + 1
+    return min(max(len(c.decode().split()) for c in captions) + 1, max_steps)
 
 
 def steps_alone(feature_model, image_size, captioner, rows: int):
@@ -139,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import tensorflow as tf
 
+    from configs import load_config
     from models.images import decode_images
 
     model_dir = args.model_dir
@@ -159,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
 
     beams = int(card.get("beam_width", 3))
     # The steps each loop runs on each image, from the shipped export's own captions.
-    loop_steps = {name: [loop_steps_of(name, shipped.signatures[name](images=tf.constant([image]))) for image in images]
+    max_steps = load_config(args.profile).text.max_length - 1
+    loop_steps = {name: [loop_steps_of(name, shipped.signatures[name](images=tf.constant([image])), max_steps) for image in images]
                   for name in ("greedy", "beam_search") if name in shipped.signatures}
     alone = {name: steps_alone(feature_model, backbone.image_size, captioner, 1 if name == "greedy" else beams)
              for name in loop_steps}

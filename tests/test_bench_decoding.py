@@ -16,10 +16,12 @@ VOCAB, SIZE = 11, 16
 
 
 def test_loop_steps_count_words_plus_end_and_the_longest_beam():
-    assert loop_steps_of("greedy", {"caption": tf.constant(["a dog runs"])}) == 4
+    assert loop_steps_of("greedy", {"caption": tf.constant(["a dog runs"])}, max_steps=15) == 4
     # The beam loop runs until the last of its beams ends, not the best one.
     alternatives = tf.constant([["a dog", "a dog runs on grass", "dog"]])
-    assert loop_steps_of("beam_search", {"caption": alternatives[:, 0], "alternatives": alternatives}) == 6
+    assert loop_steps_of("beam_search", {"caption": alternatives[:, 0], "alternatives": alternatives}, max_steps=15) == 6
+    # A caption cut at max_length has no <end>: the loop ran max_length - 1 steps.
+    assert loop_steps_of("greedy", {"caption": tf.constant(["a dog runs on grass"])}, max_steps=5) == 5
 
 
 def _feature_model() -> keras.Model:
