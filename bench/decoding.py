@@ -23,8 +23,9 @@ caption's words plus <end>; for beam search the longest of its K final beams, pl
 the step must read (the per-step layers' weights, one embedding row a beam, and the image's
 annotations and attention keys) against the memory bandwidth measured here (a numpy copy of
 256 MiB), and the step's multiply-adds against the matmul rate measured here at the loop's
-own shape (rows = beams). Attention decoders only (every Flickr8k profile). The last line
-is JSON.
+own shape (rows = beams). Last, the LSTM's input kernel (the step's largest read) is
+multiplied by 1 and by K rows, the same bytes either way, to show what the matmul kernel
+makes of K rows. Attention decoders only (every Flickr8k profile). The last line is JSON.
 """
 
 from __future__ import annotations
@@ -222,6 +223,12 @@ def main(argv: list[str] | None = None) -> int:
         bound = result["decoders"]["steps alone beam_search"]["ratio"]
         print(f"with the search free (the decoder's steps alone on {beams} rows): {bound:.2f}, "
               f"{'within' if bound <= GOAL_BEAM else 'beyond'} the goal")
+        # The step's largest read, the LSTM's input kernel: what K rows cost against one.
+        inner, cols = captioner.embedding_dim + captioner.hidden_dim, 4 * captioner.hidden_dim
+        lstm_us = {rows: 2e6 * rows * inner * cols / (matmul_gflops(rows, inner, cols) * 1e9) for rows in (1, beams)}
+        result["lstm_kernel_matmul_us"] = {str(rows): round(us, 1) for rows, us in lstm_us.items()}
+        print(f"the LSTM kernel's matmul ([rows, {inner}] x [{inner}, {cols}], {4 * inner * cols / 1e6:.1f} MB): 1 row "
+              f"{lstm_us[1]:.0f} us, {beams} rows {lstm_us[beams]:.0f} us ({lstm_us[beams] / lstm_us[1]:.1f}x for the same bytes)")
     print(json.dumps(result))
     return 0
 
