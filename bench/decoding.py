@@ -12,10 +12,11 @@ from other processes hits all alike:
                  (the SavedModel's variables read into the profile's Keras decoder), so a
                  change to the decoding loop is measured against the code before it; its
                  captions are compared token for token with the shipped export's;
-  steps alone    the backbone, then the decoder's `step` on 1 and on K rows for as many steps
-                 as the greedy and the beam loop ran on that image, and nothing else: the
-                 loops with their search (argmax or top-k, gathers, the repeated-pair block)
-                 for free, so the lower bound of any change to the search code itself.
+  steps alone    the backbone, the image's encoding, then the decoder's `step` on 1 and on K
+                 rows for as many steps as the greedy and the beam loop ran on that image, and
+                 nothing else: the loops with their search (argmax or top-k, gathers, the
+                 repeated-pair block) for free, so the lower bound of any change to the search
+                 code that keeps K rows every step.
 
 Per step = (signature p50 - backbone p50) / that loop's decoding steps: the greedy
 caption's words plus <end>; for beam search the longest of its K final beams, plus <end>
@@ -159,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     def bare(encoded):
         return feature_model(decode_images(encoded, backbone.image_size))
 
-    beams = int(card.get("beam_width", 3))
+    # K as the shipped export decodes it (its alternatives), whatever the card or profile say.
+    beams = int(shipped.signatures["beam_search"](images=tf.constant(images[:1]))["alternatives"].shape[1]) \
+        if "beam_search" in shipped.signatures else 1
     # The steps each loop runs on each image, from the shipped export's own captions.
     max_steps = load_config(args.profile).text.max_length - 1
     loop_steps = {name: [loop_steps_of(name, shipped.signatures[name](images=tf.constant([image])), max_steps) for image in images]
