@@ -35,9 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     import tensorflow as tf
 
     from data.layout import scan_layout
+    from models.coco_caption import coco_caption_scores
     from models.decoding import beam_search_decode, greedy_decode
     from models.export import CaptionPipeline, DecodeSettings
-    from models.coco_caption import coco_caption_scores
     from models.metrics import corpus_bleu_scores, corpus_cider
 
     cfg, vocabulary, backbone, captioner = load_trained_decoder(args.profile, args.model, args.transform_graph)

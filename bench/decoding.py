@@ -160,13 +160,13 @@ def main(argv: list[str] | None = None) -> int:
     def bare(encoded):
         return feature_model(decode_images(encoded, backbone.image_size))
 
-    # K as the shipped export decodes it (its alternatives), whatever the card or profile say.
-    beams = int(shipped.signatures["beam_search"](images=tf.constant(images[:1]))["alternatives"].shape[1]) \
-        if "beam_search" in shipped.signatures else 1
-    # The steps each loop runs on each image, from the shipped export's own captions.
+    # The shipped export's outputs for each image, once: the steps each loop runs on it, and K
+    # as the export decodes it (its alternatives), whatever the card or profile say.
+    outputs = {name: [shipped.signatures[name](images=tf.constant([image])) for image in images]
+               for name in ("greedy", "beam_search") if name in shipped.signatures}
+    beams = int(outputs["beam_search"][0]["alternatives"].shape[1]) if "beam_search" in outputs else 1
     max_steps = load_config(args.profile).text.max_length - 1
-    loop_steps = {name: [loop_steps_of(name, shipped.signatures[name](images=tf.constant([image])), max_steps) for image in images]
-                  for name in ("greedy", "beam_search") if name in shipped.signatures}
+    loop_steps = {name: [loop_steps_of(name, out, max_steps) for out in outs] for name, outs in outputs.items()}
     alone = {name: steps_alone(feature_model, backbone.image_size, captioner, 1 if name == "greedy" else beams)
              for name in loop_steps}
 
