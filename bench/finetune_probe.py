@@ -2,7 +2,7 @@
 
 Run `python -m bench.finetune_probe --examples DIR --transform-graph DIR [--data
 ../shared/flickr8k] [--block 15] [--top-learning-rate 1e-4 | --frozen] [--profile
-flickr8k_lite0] [--epochs 4]`, with a pipeline run's transformed examples (the folder holding
+flickr8k_lite0] [--set KEY=VALUE] [--epochs 4] [--coco-each]`, with a pipeline run's transformed examples (the folder holding
 Split-train and Split-dev) and Transform graph: their captions and vocabulary, so the probe
 trains on exactly the rows the Trainer did.
 
@@ -16,7 +16,9 @@ side-by-side baseline. Each epoch prints its loss and val_loss; then the dev spl
 BLEU-1..4 and CIDEr-D (models.epoch_bleu, the scores the SCST stage starts from). With a
 profile that has `scst.epochs` (flickr8k_lite0_scst), its self-critical stage follows on the
 top's grids (the top frozen as the first stage left it), and the dev split's greedy
-captions are scored by coco-caption too. No export, nothing written. The last line is JSON.
+captions are scored by coco-caption too (`--coco-each`: every candidate the stage scores,
+each epoch and each mean of epochs, not only the kept one). No export, nothing written. The
+last line is JSON.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ import sys
 import time
 from pathlib import Path
 
+from configs.cli import add_config_arguments, config_from_args
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -37,12 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--examples", type=Path, required=True, help="a run's transformed examples (with Split-train, Split-dev)")
     parser.add_argument("--transform-graph", type=Path, required=True, help="the same run's Transform graph")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "flickr8k", help="the Flickr8k photos")
-    parser.add_argument("--profile", default="flickr8k_lite0", help="the decoder and training settings (default flickr8k_lite0)")
+    add_config_arguments(parser, default_profile="flickr8k_lite0")  # the decoder's and training's settings
     parser.add_argument("--block", type=int, default=15, help="fine-tune from this block of the backbone on (default 15)")
     parser.add_argument("--top-learning-rate", type=float, default=1e-4, help="Adam's rate for the backbone's top (default 1e-4)")
     parser.add_argument("--frozen", action="store_true", help="train the decoder only (the baseline)")
     parser.add_argument("--epochs", type=int, default=4, help="cross-entropy epochs (default 4)")
     parser.add_argument("--limit", type=int, default=0, help="only the first N images of each split (a quick check)")
+    parser.add_argument("--coco-each", action="store_true", help="coco-caption scores for every SCST candidate (about 30 s each)")
     return parser
 
 
@@ -66,7 +71,6 @@ def main(argv: list[str] | None = None) -> int:
     import tensorflow as tf
     import tensorflow_transform as tft
 
-    from configs import load_config
     from configs.config import TrainerSections
     from data.layout import scan_layout
     from models.backbones.efficientnet_lite import build_feature_model, split_at_block
@@ -79,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     from models.coco_caption import coco_caption_scores
     from models.vocabulary import load_vocabulary, special_ids
 
-    cfg = TrainerSections.of(load_config(args.profile))
+    cfg = TrainerSections.of(config_from_args(args))
     keras.utils.set_random_seed(cfg.train.seed)
     tft_output = tft.TFTransformOutput(str(args.transform_graph))
     vocabulary = load_vocabulary(tft_output)
@@ -149,15 +153,27 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.scst.epochs:  # the profile's second stage, the top frozen as it came out of the first
         train_images = scst.ScstImages.of({TRANSFORMED_GRID_KEY: grids_of(train_rows)}, train_rows.image_index,
                                           train_rows.captions)
-        scst_history, kept = scst.train_self_critical(captioner, train_images, lambda: dev_scorer.scores(captioner),
+        raw = {str(position): list(paths_and_captions[image_id][1]) for position, image_id in enumerate(dev_rows_ids)}
+        candidates = []
+
+        def candidate_scores() -> dict[str, float]:
+            scores = dev_scorer.scores(captioner)
+            if args.coco_each:
+                coco = coco_caption_scores(dev_scorer.captions(), raw)
+                candidates.append({**scores, **coco})
+                print(f"candidate {len(candidates) - 1}: dev greedy CIDEr-D {scores['cider_d']:.4f}; coco-caption BLEU-4 "
+                      f"{coco['coco_bleu_4']:.4f}, METEOR {coco[METEOR_METRIC]:.4f}, CIDEr-D {coco['coco_cider_d']:.4f}",
+                      flush=True)
+            return scores
+
+        scst_history, kept = scst.train_self_critical(captioner, train_images, candidate_scores,
                                                       cfg.scst, special_ids(vocabulary), cfg.train.seed)
         scores = dev_scorer.scores(captioner)
-        raw = {str(position): list(paths_and_captions[image_id][1]) for position, image_id in enumerate(dev_rows_ids)}
         coco = coco_caption_scores(dev_scorer.captions(), raw)
-        print(f"{side}, after SCST (epoch {kept} kept): dev greedy BLEU-4 {scores['bleu_4']:.4f}, CIDEr-D "
+        print(f"{side}, after SCST ({scst.describe_kept(kept)} kept): dev greedy BLEU-4 {scores['bleu_4']:.4f}, CIDEr-D "
               f"{scores['cider_d']:.4f}; coco-caption BLEU-4 {coco['coco_bleu_4']:.4f}, METEOR {coco[METEOR_METRIC]:.4f}, "
               f"CIDEr-D {coco['coco_cider_d']:.4f}", flush=True)
-        result.update({"scst_kept": kept, "scst": {k: [round(v, 4) for v in vals] for k, vals in scst_history.items()},
+        result.update({"scst_kept": list(kept), "scst_candidates": [{k: round(v, 4) for k, v in c.items()} for c in candidates], "scst": {k: [round(v, 4) for v in vals] for k, vals in scst_history.items()},
                        "scst_dev_greedy": {k: round(v, 4) for k, v in scores.items()},
                        "scst_coco_greedy": {k: round(v, 4) for k, v in coco.items()}})
     print(json.dumps(result))
