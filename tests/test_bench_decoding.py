@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from bench.decoding import loop_steps_of, steps_alone
+from bench.decoding import loop_steps_of, side_figures, steps_alone
 from models.attention import AttentionCaptioner
 from models.export import image_input
 from models.images import decode_images
@@ -22,6 +22,14 @@ def test_loop_steps_count_words_plus_end_and_the_longest_beam():
     assert loop_steps_of("beam_search", {"caption": alternatives[:, 0], "alternatives": alternatives}, max_steps=15) == 6
     # A caption cut at max_length has no <end>: the loop ran max_length - 1 steps.
     assert loop_steps_of("greedy", {"caption": tf.constant(["a dog runs on grass"])}, max_steps=5) == 5
+
+
+def test_each_side_is_divided_by_its_own_loops_steps():
+    p50 = {"backbone": 20.0, "this checkout greedy": 30.0, "this checkout beam_search": 44.0, "steps alone beam_search": 38.0}
+    steps = {"greedy": 10.0, "beam_search": 12.0}
+    assert side_figures("this checkout greedy", p50, steps) == (1.5, 1.0)
+    assert side_figures("this checkout beam_search", p50, steps) == (2.2, 2.0)  # 24 ms over 12 steps, not 10
+    assert side_figures("steps alone beam_search", p50, steps) == (1.9, 1.5)
 
 
 def _feature_model() -> keras.Model:
