@@ -2,9 +2,9 @@
 
 Run `python -m bench.finetune_probe --examples DIR --transform-graph DIR [--data
 ../shared/flickr8k] [--block 15] [--top-learning-rate 1e-4 | --frozen] [--profile
-flickr8k_lite0] [--set KEY=VALUE] [--epochs 4] [--coco-each]`, with a pipeline run's transformed examples (the folder holding
-Split-train and Split-dev) and Transform graph: their captions and vocabulary, so the probe
-trains on exactly the rows the Trainer did.
+flickr8k_lite0] [--set KEY=VALUE] [--epochs 4] [--coco-each]`, with a pipeline run's
+transformed examples (the folder holding Split-train and Split-dev) and Transform graph:
+their captions and vocabulary, so the probe trains on exactly the rows the Trainer did.
 
 The backbone is cut at `--block` (models.backbones.efficientnet_lite.split_at_block): the
 bottom runs once per image (as the feature step would) and its maps are kept in memory; the
@@ -173,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{side}, after SCST ({scst.describe_kept(kept)} kept): dev greedy BLEU-4 {scores['bleu_4']:.4f}, CIDEr-D "
               f"{scores['cider_d']:.4f}; coco-caption BLEU-4 {coco['coco_bleu_4']:.4f}, METEOR {coco[METEOR_METRIC]:.4f}, "
               f"CIDEr-D {coco['coco_cider_d']:.4f}", flush=True)
-        result.update({"scst_kept": list(kept), "scst_candidates": [{k: round(v, 4) for k, v in c.items()} for c in candidates], "scst": {k: [round(v, 4) for v in vals] for k, vals in scst_history.items()},
+        result.update({"scst_kept": list(kept), "scst": {k: [round(v, 4) for v in vals] for k, vals in scst_history.items()},
+                       "scst_candidates": [{k: round(v, 4) for k, v in c.items()} for c in candidates],
                        "scst_dev_greedy": {k: round(v, 4) for k, v in scores.items()},
                        "scst_coco_greedy": {k: round(v, 4) for k, v in coco.items()}})
     print(json.dumps(result))
