@@ -16,9 +16,8 @@ side-by-side baseline. Each epoch prints its loss and val_loss; then the dev spl
 BLEU-1..4 and CIDEr-D (models.epoch_bleu, the scores the SCST stage starts from). With a
 profile that has `scst.epochs` (flickr8k_lite0_scst), its self-critical stage follows on the
 top's grids (the top frozen as the first stage left it), and the dev split's greedy
-captions are scored by coco-caption too (`--coco-each`: every candidate the stage scores,
-each epoch and each mean of epochs, not only the kept one). No export, nothing written. The
-last line is JSON.
+captions are scored by coco-caption too (`--coco-each`: the start and every epoch, not only
+the kept one). No export, nothing written. The last line is JSON.
 """
 
 from __future__ import annotations
@@ -47,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frozen", action="store_true", help="train the decoder only (the baseline)")
     parser.add_argument("--epochs", type=int, default=4, help="cross-entropy epochs (default 4)")
     parser.add_argument("--limit", type=int, default=0, help="only the first N images of each split (a quick check)")
-    parser.add_argument("--coco-each", action="store_true", help="coco-caption scores for every SCST candidate (about 30 s each)")
+    parser.add_argument("--coco-each", action="store_true", help="coco-caption scores of every SCST epoch (about 20 s each)")
     return parser
 
 
@@ -154,27 +153,27 @@ def main(argv: list[str] | None = None) -> int:
         train_images = scst.ScstImages.of({TRANSFORMED_GRID_KEY: grids_of(train_rows)}, train_rows.image_index,
                                           train_rows.captions)
         raw = {str(position): list(paths_and_captions[image_id][1]) for position, image_id in enumerate(dev_rows_ids)}
-        candidates = []
+        epochs = []  # with --coco-each: both scorers' dev scores at the start and after each epoch
 
-        def candidate_scores() -> dict[str, float]:
+        def epoch_scores() -> dict[str, float]:
             scores = dev_scorer.scores(captioner)
             if args.coco_each:
                 coco = coco_caption_scores(dev_scorer.captions(), raw)
-                candidates.append({**scores, **coco})
-                print(f"candidate {len(candidates) - 1}: dev greedy CIDEr-D {scores['cider_d']:.4f}; coco-caption BLEU-4 "
+                epochs.append({**scores, **coco})
+                print(f"SCST epoch {len(epochs) - 1}: dev greedy CIDEr-D {scores['cider_d']:.4f}; coco-caption BLEU-4 "
                       f"{coco['coco_bleu_4']:.4f}, METEOR {coco[METEOR_METRIC]:.4f}, CIDEr-D {coco['coco_cider_d']:.4f}",
                       flush=True)
             return scores
 
-        scst_history, kept = scst.train_self_critical(captioner, train_images, candidate_scores,
+        scst_history, kept = scst.train_self_critical(captioner, train_images, epoch_scores,
                                                       cfg.scst, special_ids(vocabulary), cfg.train.seed)
         scores = dev_scorer.scores(captioner)
         coco = coco_caption_scores(dev_scorer.captions(), raw)
-        print(f"{side}, after SCST ({scst.describe_kept(kept)} kept): dev greedy BLEU-4 {scores['bleu_4']:.4f}, CIDEr-D "
+        print(f"{side}, after SCST (epoch {kept} kept): dev greedy BLEU-4 {scores['bleu_4']:.4f}, CIDEr-D "
               f"{scores['cider_d']:.4f}; coco-caption BLEU-4 {coco['coco_bleu_4']:.4f}, METEOR {coco[METEOR_METRIC]:.4f}, "
               f"CIDEr-D {coco['coco_cider_d']:.4f}", flush=True)
-        result.update({"scst_kept": list(kept), "scst": {k: [round(v, 4) for v in vals] for k, vals in scst_history.items()},
-                       "scst_candidates": [{k: round(v, 4) for k, v in c.items()} for c in candidates],
+        result.update({"scst_kept": kept, "scst": {k: [round(v, 4) for v in vals] for k, vals in scst_history.items()},
+                       "scst_epochs": [{k: round(v, 4) for k, v in e.items()} for e in epochs],
                        "scst_dev_greedy": {k: round(v, 4) for k, v in scores.items()},
                        "scst_coco_greedy": {k: round(v, 4) for k, v in coco.items()}})
     print(json.dumps(result))

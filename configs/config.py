@@ -225,9 +225,6 @@ class ScstConfig:
     learning_rate: float = 5e-5
     # Tokens per sampled caption, <start> and <end> included; at most text.max_length.
     max_length: int = 16
-    # Besides each epoch's weights, the means of the last 2..N epochs' weights are
-    # candidates, scored on dev like an epoch (checkpoint averaging); 0 or 1: off.
-    average_last: int = 0
 
     def __post_init__(self) -> None:
         if self.epochs < 0:
@@ -240,8 +237,6 @@ class ScstConfig:
             raise ConfigError(f"scst.learning_rate must be > 0, got {self.learning_rate}")
         if self.max_length < 2:
             raise ConfigError(f"scst.max_length must be >= 2 (<start> and <end>), got {self.max_length}")
-        if not 0 <= self.average_last <= max(self.epochs, 1):
-            raise ConfigError(f"scst.average_last must be between 0 and scst.epochs ({self.epochs}), got {self.average_last}")
 
 
 @dataclasses.dataclass(frozen=True)

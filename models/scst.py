@@ -16,14 +16,11 @@ next word of a reference; SCST then trains it on what it is scored on. Every ste
 Dropout is off in both the sampling and the gradient pass, so the gradient is that of the
 very policy that sampled. After every epoch the dev images are captioned greedily and
 scored (BLEU, CIDEr-D); the weights with the best dev CIDEr-D win, the cross-entropy
-weights included, so the stage never leaves a model worse on dev than it found it. With
-`scst.average_last` N, the means of the last 2..N epochs' weights are scored too and may
-win (checkpoint averaging: the policy's step-to-step noise averaged out, at no serving cost).
+weights included, so the stage never leaves a model worse on dev than it found it.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import logging
 import time
@@ -67,13 +64,6 @@ class ScstImages:
         if any(not refs for refs in references):
             raise ValueError("every image needs a reference caption for the SCST reward")
         return cls(images, references)
-
-
-def mean_weights(snapshots: Sequence[Sequence[np.ndarray]]) -> list[np.ndarray]:
-    """The element-wise mean of several `get_weights()` snapshots; a non-float array (a
-    counter, a seed state) is taken from the last snapshot, since a mean means nothing there."""
-    return [np.mean(arrays, axis=0).astype(arrays[-1].dtype) if np.issubdtype(arrays[-1].dtype, np.floating) else arrays[-1]
-            for arrays in zip(*snapshots)]
 
 
 def advantages(rewards: np.ndarray) -> np.ndarray:
@@ -143,22 +133,20 @@ def train_self_critical(
     seed: int,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     first_epoch: int = 0,
-) -> tuple[dict[str, list[float]], tuple[int, ...]]:
+) -> tuple[dict[str, list[float]], int]:
     """Runs `settings.epochs` SCST epochs over every train image; keeps the best dev CIDEr-D.
 
     `dev_scores()` returns the current weights' dev scores (bleu_1..bleu_4, cider_d: see
     models/epoch_bleu.EpochBleu.scores). `callbacks` get the Keras training protocol, the
     epochs numbered on from `first_epoch` (the cross-entropy epochs), with the epoch's
     REWARD_KEY, val_cider_d and val_bleu_* in the logs. Returns those per-epoch lists with
-    the epochs' seconds, and the epochs whose weights were kept: (0,) the cross-entropy
-    weights, (e,) epoch e, (e, ..., last) the mean of those epochs' weights.
+    the epochs' seconds, and the epoch kept (0: the cross-entropy weights).
     """
     step = SelfCriticalStep(model, data, settings, ids, seed)
     count = len(data.references)
     batches = -(-count // settings.batch_size)
     best = dev_scores()
-    kept, best_weights = (0,), model.get_weights()
-    recent = collections.deque(maxlen=max(settings.average_last, 1))  # the last epochs' weights
+    best_epoch, best_weights = 0, model.get_weights()
     log.info(
         "SCST: %d epochs of %d images, %d samples each; start: dev greedy CIDEr-D %.4f, BLEU-4 %.4f",
         settings.epochs, count, settings.samples_per_image, best["cider_d"], best["bleu_4"],
@@ -191,28 +179,12 @@ def train_self_critical(
             "SCST epoch %d/%d: mean sample reward %.4f, dev greedy CIDEr-D %.4f, BLEU-4 %.4f (%.1f s)",
             epoch, settings.epochs, logs[REWARD_KEY], logs[DEV_CIDER_KEY], logs["val_bleu_4"], seconds,
         )
-        recent.append(model.get_weights())
         if scores["cider_d"] > best["cider_d"]:
-            best, kept, best_weights = scores, (epoch,), recent[-1]
+            best, best_epoch, best_weights = scores, epoch, model.get_weights()
         for callback in callbacks:
             callback.on_epoch_end(first_epoch + epoch - 1, dict(logs))
     for callback in callbacks:
         callback.on_train_end()
-    for count in range(2, len(recent) + 1):
-        model.set_weights(mean_weights(list(recent)[-count:]))
-        scores = dev_scores()
-        epochs = tuple(range(settings.epochs - count + 1, settings.epochs + 1))
-        log.info("SCST: the mean of epochs %d-%d: dev greedy CIDEr-D %.4f, BLEU-4 %.4f",
-                 epochs[0], epochs[-1], scores["cider_d"], scores["bleu_4"])
-        if scores["cider_d"] > best["cider_d"]:
-            best, kept, best_weights = scores, epochs, model.get_weights()
     model.set_weights(best_weights)
-    log.info("SCST: kept %s, dev greedy CIDEr-D %.4f", describe_kept(kept), best["cider_d"])
-    return history, kept
-
-
-def describe_kept(kept: Sequence[int]) -> str:
-    """(0,) -> 'epoch 0 (the cross-entropy weights)'; (6,) -> 'epoch 6'; (5, 6, 7, 8) -> 'the mean of epochs 5-8'."""
-    if len(kept) > 1:
-        return f"the mean of epochs {kept[0]}-{kept[-1]}"
-    return "epoch 0 (the cross-entropy weights)" if kept[0] == 0 else f"epoch {kept[0]}"
+    log.info("SCST: kept epoch %d (0: the cross-entropy weights), dev greedy CIDEr-D %.4f", best_epoch, best["cider_d"])
+    return history, best_epoch
