@@ -99,6 +99,21 @@ def test_every_profile_sets_thresholds_a_push_dir_and_the_smoke_one_is_strict_en
     assert (smoke.min_bleu_4, smoke.min_bleu_1) == (0.5, 0.7)
 
 
+def test_a_synthetic_profile_never_pushes_where_the_flickr8k_model_is_served():
+    """`make demo` after `make pipeline` must not make `make serve-local` answer real photos
+    with shape captions: the synthetic profiles push under model names of their own."""
+    from configs import available_profiles, load_config
+    from tracking.run_summary import DEFAULT_SERVING_BASE
+
+    served = load_config("flickr8k_lite0", env={}).push_dir
+    assert served == load_config("flickr8k_lite0", env={}).resolve(str(DEFAULT_SERVING_BASE))
+    synthetic = [p for p in available_profiles() if p.startswith("smoke")]
+    assert synthetic == ["smoke", "smoke_attention"]
+    dirs = [load_config(p, env={}).push_dir for p in synthetic]
+    assert served not in dirs and len(set(dirs)) == len(dirs)
+    assert all(d.parent == served.parent for d in dirs)  # beside it, in TF Serving's models folder
+
+
 def test_a_cider_minimum_fails_a_model_with_good_bleu_and_is_off_at_zero():
     good_bleu_low_cider = dict(scores(0.9, 0.95), cider=0.31)
     strict = Thresholds(0.5, 0.7, 0.02, min_cider=0.4)

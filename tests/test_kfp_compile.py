@@ -83,7 +83,7 @@ def test_spec_names_the_image_and_the_cluster_paths(spec):
     assert param("Flickr8kExampleGen", "data_fingerprint") == "abc123"
     assert json.loads(param("Flickr8kExampleGen", "splits")) == ["train", "dev", "test"]
     assert param("ImportSchemaGen", "schema_file") == "/app/data/schema/schema.pbtxt"
-    assert param("CaptionPusher", "base_dir") == "gs://bucket/captioner/out/serving/models/captioner"
+    assert param("CaptionPusher", "base_dir") == "gs://bucket/captioner/out/serving/models/captioner-smoke"
 
 
 def test_cli_writes_both_targets(tmp_path, monkeypatch):

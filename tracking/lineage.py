@@ -13,7 +13,9 @@ left, never from a side file:
 - MLflow (the profile's tracking URI): the run tagged `pipeline_run_id = <that run id>`,
   its `profile` tag, a few key config params, BLEU-1..4, and where the full config is.
 
-Exits 1, listing the versions that were pushed, when version N was never pushed.
+Exits 1, listing the versions that were pushed, when version N was never pushed; when the
+push directory's version N was pushed by another profile (the Flickr8k profiles share one),
+it names that profile.
 """
 
 from __future__ import annotations
@@ -230,6 +232,19 @@ def lineage(config: Config, version: int) -> Lineage:
     return add_mlflow(found, config.mlflow_tracking_uri, config.mlflow.experiment)
 
 
+def other_profile_hint(config: Config, version: int) -> str | None:
+    """Where to look when `version` was pushed by another profile: the Flickr8k profiles
+    share one push directory, but each has its own ML Metadata store."""
+    from components.caption_pusher.push import read_source
+
+    record = read_source(config.push_dir / str(version)) or {}
+    profile = (record.get("card") or {}).get("profile")
+    if not profile or profile == config.profile:
+        return None
+    return (f"version {version} under {config.push_dir} was pushed by profile {profile}: "
+            f"make lineage VERSION={version} PROFILE={profile}")
+
+
 def format_text(item: Lineage) -> str:
     def show(value: Any) -> str:
         return "unknown" if value in (None, "", {}) else str(value)
@@ -273,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         item = lineage(config, args.version)
     except VersionNotFound as e:
         print(f"error: {e}", file=sys.stderr)
+        if hint := other_profile_hint(config, args.version):
+            print(hint, file=sys.stderr)
         return 1
     print(json.dumps(item.to_dict(), indent=2, sort_keys=True) if args.json else format_text(item))
     return 0
