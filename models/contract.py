@@ -39,6 +39,8 @@ MLFLOW_RUN_FILE = "mlflow_run.json"  # RunRecorder's MlflowRun
 # The Trainer's facts about a model (vocabulary size, epochs, run ids), inside the serving
 # SavedModel where TF Serving ignores them: <Format-Serving>/assets.extra/training.json.
 TRAINING_FACTS_FILE = "assets.extra/training.json"
+# CaptionPusher's record inside each pushed version: the model card (profile, scores, run ids).
+PUSH_RECORD_FILE = "assets.extra/captioner_push.json"
 SCHEMA_FILE = "schema.pbtxt"  # ImportSchemaGen's Schema (TFX's own name)
 STATISTICS_FILE = "FeatureStats.pb"  # StatisticsGen, under Split-<name>/ (TFX's own name)
 

@@ -30,7 +30,7 @@ from typing import Any
 
 from configs import Config
 from configs.cli import add_config_arguments, config_from_args
-from models.contract import BLEU_METRICS
+from models.contract import BLEU_METRICS, PUSH_RECORD_FILE
 from tracking.lifecycle import find_run
 from tracking.run_record import (
     NODE_CONTEXT,
@@ -235,10 +235,12 @@ def lineage(config: Config, version: int) -> Lineage:
 def other_profile_hint(config: Config, version: int) -> str | None:
     """Where to look when `version` was pushed by another profile: the Flickr8k profiles
     share one push directory, but each has its own ML Metadata store."""
-    from components.caption_pusher.push import read_source
-
-    record = read_source(config.push_dir / str(version)) or {}
-    profile = (record.get("card") or {}).get("profile")
+    try:
+        record = json.loads((config.push_dir / str(version) / PUSH_RECORD_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    card = record.get("card") if isinstance(record, dict) else None
+    profile = card.get("profile") if isinstance(card, dict) else None
     if not profile or profile == config.profile:
         return None
     return (f"version {version} under {config.push_dir} was pushed by profile {profile}: "

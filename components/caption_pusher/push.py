@@ -30,9 +30,11 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from models.contract import PUSH_RECORD_FILE
+
 log = logging.getLogger(__name__)
 
-SOURCE_FILE = Path("assets.extra") / "captioner_push.json"
+SOURCE_FILE = Path(PUSH_RECORD_FILE)
 TMP_PREFIX = ".tmp-"
 # Temporary directories older than this are leftovers of a killed push: removed.
 STALE_TMP_SECONDS = 24 * 3600
