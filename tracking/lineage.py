@@ -30,7 +30,7 @@ from typing import Any
 
 from configs import Config
 from configs.cli import add_config_arguments, config_from_args
-from models.contract import BLEU_METRICS, PUSH_RECORD_FILE
+from models.contract import BLEU_METRICS
 from tracking.lifecycle import find_run
 from tracking.run_record import (
     NODE_CONTEXT,
@@ -39,6 +39,7 @@ from tracking.run_record import (
     artifact_properties,
     open_store,
     property_value,
+    read_push_record,
 )
 
 PUSHER_TYPE = "PushedModel"
@@ -235,10 +236,7 @@ def lineage(config: Config, version: int) -> Lineage:
 def other_profile_hint(config: Config, version: int) -> str | None:
     """Where to look when `version` was pushed by another profile: the Flickr8k profiles
     share one push directory, but each has its own ML Metadata store."""
-    try:
-        record = json.loads((config.push_dir / str(version) / PUSH_RECORD_FILE).read_text())
-    except (OSError, ValueError):
-        return None
+    record = read_push_record(config.push_dir / str(version))
     card = record.get("card") if isinstance(record, dict) else None
     profile = card.get("profile") if isinstance(card, dict) else None
     if not profile or profile == config.profile:

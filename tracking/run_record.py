@@ -16,6 +16,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from models.contract import PUSH_RECORD_FILE
+
 log = logging.getLogger(__name__)
 
 PIPELINE_CONTEXT = "pipeline"
@@ -198,3 +200,11 @@ def read_run_record(metadata_path: Path, pipeline_name: str, run_id: str | None)
 def record_pipeline_run(metadata_path: Path, pipeline_name: str, since_ms: int = 0) -> RunRecord:
     """The newest run of the pipeline since `since_ms`; an empty record if none started."""
     return read_run_record(metadata_path, pipeline_name, find_run_id(metadata_path, pipeline_name, since_ms))
+
+
+def read_push_record(version_dir: Path) -> dict[str, Any] | None:
+    """The push record inside a pushed version directory, or None (pushed by something else)."""
+    try:
+        return json.loads((Path(version_dir) / PUSH_RECORD_FILE).read_text())
+    except (OSError, ValueError):
+        return None

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from models.contract import PUSH_RECORD_FILE
+from tracking.run_record import read_push_record as read_source  # its reader, beside the other records'
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +75,6 @@ def model_fingerprint(model_dir: Path) -> str:
                 digest.update(chunk)
         digest.update(b"\0")
     return digest.hexdigest()
-
-
-def read_source(version_dir: Path) -> dict[str, Any] | None:
-    """The push record inside a version directory, or None (pushed by something else)."""
-    try:
-        return json.loads((Path(version_dir) / SOURCE_FILE).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def push_model(
