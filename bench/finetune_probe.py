@@ -73,9 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     from configs.config import TrainerSections
     from data.layout import scan_layout
     from models.backbones.efficientnet_lite import build_feature_model, split_at_block
-    from models.contract import METEOR_METRIC, TRANSFORMED_GRID_KEY
+    from models.contract import METEOR_METRIC, TRANSFORMED_GRID_KEY, TRANSFORMED_MAP_KEY
     from models.epoch_bleu import EpochBleu, references_by_image
-    from models.export import image_input
+    from models.finetune import TopAndDecoder, grids_of
     from models.images import decode_images
     from models.trainer import CaptionRows, build_model, caption_dataset, load_caption_rows
     from models import scst
@@ -107,11 +107,11 @@ def main(argv: list[str] | None = None) -> int:
             maps.append(bottom_fn(tf.constant(encoded)).numpy().astype(np.float16))
         print(f"{split}: {len(ids)} images, {len(rows.captions)} captions; maps {maps[0].shape[1:]} in "
               f"{time.monotonic() - started:.0f} s", flush=True)
-        return ids, CaptionRows({"image_map": np.concatenate(maps)}, rows.image_index, rows.captions)
+        return ids, CaptionRows({TRANSFORMED_MAP_KEY: np.concatenate(maps)}, rows.image_index, rows.captions)
 
     (_, train_rows), (dev_rows_ids, dev_rows) = rows_of("train"), rows_of("dev")
     captioner = build_model(len(vocabulary), cfg)
-    model = top_and_decoder(top, captioner, None if args.frozen else args.top_learning_rate)
+    model = TopAndDecoder(top, captioner, None if args.frozen else args.top_learning_rate)
     model.compile(optimizer=captioner.optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
     history = {"loss": [], "val_loss": [], "seconds": []}
@@ -133,16 +133,12 @@ def main(argv: list[str] | None = None) -> int:
               callbacks=[EpochLine()], verbose=0)
     moved = max(float(np.linalg.norm(w.numpy() - b) / (np.linalg.norm(b) + 1e-12)) for w, b in zip(top.weights, before))
     print(f"the top's weights moved by at most {moved:.2%} of their norm (a layer's)")
-    top_fn = tf.function(lambda maps: image_input(top(maps, training=False), TRANSFORMED_GRID_KEY))
 
-    def grids_of(rows: CaptionRows) -> np.ndarray:
-        """The (fine-tuned) top's grids of the rows' images, [N, h*w, C] float16, as the Trainer keeps them."""
-        maps = rows.images["image_map"]
-        return np.concatenate([top_fn(tf.constant(maps[i : i + 64], tf.float32)).numpy().astype(np.float16)
-                               for i in range(0, len(maps), 64)])
+    def rows_grids(rows: CaptionRows) -> np.ndarray:
+        return grids_of(top, rows.images[TRANSFORMED_MAP_KEY])
 
     references = references_by_image(dev_rows.image_index, dev_rows.captions, vocabulary)
-    dev_scorer = EpochBleu({TRANSFORMED_GRID_KEY: grids_of(dev_rows)}, references, vocabulary, cfg.text.max_length)
+    dev_scorer = EpochBleu({TRANSFORMED_GRID_KEY: rows_grids(dev_rows)}, references, vocabulary, cfg.text.max_length)
     side = "frozen" if args.frozen else f"blocks {args.block}.. at {args.top_learning_rate:g}"
     scores = dev_scorer.scores(captioner)
     print(f"{side}, cross-entropy: dev greedy BLEU-4 {scores['bleu_4']:.4f}, BLEU-1 {scores['bleu_1']:.4f}, "
@@ -150,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"side": side, "profile": args.profile, "block": args.block, "history": history, "top_moved": round(moved, 4),
               "dev_greedy": {k: round(v, 4) for k, v in scores.items()}}
     if cfg.scst.epochs:  # the profile's second stage, the top frozen as it came out of the first
-        train_images = scst.ScstImages.of({TRANSFORMED_GRID_KEY: grids_of(train_rows)}, train_rows.image_index,
+        train_images = scst.ScstImages.of({TRANSFORMED_GRID_KEY: rows_grids(train_rows)}, train_rows.image_index,
                                           train_rows.captions)
         raw = {str(position): list(paths_and_captions[image_id][1]) for position, image_id in enumerate(dev_rows_ids)}
         epochs = []  # with --coco-each: both scorers' dev scores at the start and after each epoch
@@ -178,47 +174,6 @@ def main(argv: list[str] | None = None) -> int:
                        "scst_coco_greedy": {k: round(v, 4) for k, v in coco.items()}})
     print(json.dumps(result))
     return 0
-
-
-def top_and_decoder(top, captioner, top_learning_rate: float | None):
-    """A Keras model: `top` (maps -> {"grid"}) under `captioner`, which `fit` trains with the
-    compiled optimizer for the decoder and a second Adam at `top_learning_rate` for the top
-    (None: the top stays frozen). Compile it with the decoder's optimizer and loss."""
-    import keras
-    import tensorflow as tf
-
-    from models.contract import TRANSFORMED_GRID_KEY
-    from models.export import image_input
-
-    class TopAndDecoder(keras.Model):
-        """The backbone's top (maps -> grid) under the decoder; two optimizers, one loss."""
-
-        def __init__(self, top, captioner, top_learning_rate):
-            super().__init__()
-            self.top, self.captioner = top, captioner
-            self.top.trainable = top_learning_rate is not None
-            self.top_optimizer = keras.optimizers.Adam(top_learning_rate) if top_learning_rate is not None else None
-
-        def call(self, inputs, training=False):
-            # training=False: BatchNorm statistics stay frozen; its scale and offset still train.
-            grid = image_input(self.top(inputs["image_map"], training=False), TRANSFORMED_GRID_KEY)
-            return self.captioner({TRANSFORMED_GRID_KEY: grid, "tokens": inputs["tokens"]}, training=training)
-
-        def train_step(self, data):
-            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-            with tf.GradientTape() as tape:
-                y_pred = self(x, training=True)
-                loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
-            self._loss_tracker.update_state(loss, sample_weight=tf.shape(x["tokens"])[0])
-            decoder_weights = self.captioner.trainable_weights
-            top_weights = self.top.trainable_weights if self.top_optimizer else []
-            gradients = tape.gradient(loss, decoder_weights + top_weights)
-            self.optimizer.apply_gradients(zip(gradients[: len(decoder_weights)], decoder_weights))
-            if top_weights:
-                self.top_optimizer.apply_gradients(zip(gradients[len(decoder_weights) :], top_weights))
-            return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-
-    return TopAndDecoder(top, captioner, top_learning_rate)
 
 
 if __name__ == "__main__":

@@ -149,12 +149,24 @@ class FeaturesConfig:
     # Keep the spatial grid too (~50x larger than the pooled vector). The attention model
     # needs it, so model.architecture "attention" stores it whatever this says.
     store_grid: bool = False
+    # 0: the backbone stays frozen. N > 0 (EfficientNet-Lite and the attention decoder
+    # only): fine-tune its top. The feature step stores the map entering block N instead
+    # of the grid, and the Trainer trains blocks N.. and the head with the decoder
+    # (models/finetune.py; their own Adam at train.backbone_learning_rate).
+    finetune_from_block: int = 0
 
     def __post_init__(self) -> None:
         _check_choice(
             "features.backbone", self.backbone,
             ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "densenet201"),
         )
+        if self.finetune_from_block < 0:
+            raise ConfigError(f"features.finetune_from_block must be >= 0, got {self.finetune_from_block}")
+        if self.finetune_from_block and not self.backbone.startswith("efficientnet_lite"):
+            raise ConfigError(
+                f"features.finetune_from_block needs an EfficientNet-Lite backbone (their blocks can be cut); "
+                f"features.backbone is {self.backbone!r}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,9 +218,13 @@ class TrainConfig:
     # 0: no limit. A positive value caps optimizer steps (e.g. 1 for a deliberately bad model).
     max_steps: int = 0
     seed: int = 42
+    # Adam's learning rate for the backbone's top when features.finetune_from_block is set.
+    backbone_learning_rate: float = 3e-5
 
     def __post_init__(self) -> None:
         _check_choice("train.select_by", self.select_by, ("val_loss", "bleu_1", "bleu_2", "bleu_3", "bleu_4"))
+        if not self.backbone_learning_rate > 0:
+            raise ConfigError(f"train.backbone_learning_rate must be > 0, got {self.backbone_learning_rate}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -354,6 +370,14 @@ class Config:
             raise ConfigError(
                 f"scst.max_length ({self.scst.max_length}) must be at most text.max_length ({self.text.max_length})"
             )
+        if self.features.finetune_from_block:
+            if self.model.architecture != "attention":
+                raise ConfigError("features.finetune_from_block needs model.architecture attention (it trains the grid)")
+            if self.train.select_by != "val_loss":
+                raise ConfigError(
+                    "features.finetune_from_block needs train.select_by val_loss "
+                    "(greedy BLEU after every epoch would have to run the backbone's top)"
+                )
 
     def resolve(self, path: str) -> Path:
         """An absolute path: relative paths in profiles are relative to the repo root."""
@@ -375,7 +399,10 @@ class Config:
 
     @property
     def stores_grid(self) -> bool:
-        """Whether the feature step keeps the spatial grid: asked for, or the model needs it."""
+        """Whether the feature step keeps the spatial grid: asked for, or the model needs it
+        (unless the backbone's top is fine-tuned: then the map below it is stored instead)."""
+        if self.features.finetune_from_block:
+            return False
         return self.features.store_grid or self.model.architecture == "attention"
 
     @property

@@ -19,6 +19,8 @@ IMAGE_WIDTH_KEY = "image/width"
 # Added by the FeatureExtractor, read by Transform.
 IMAGE_FEATURES_KEY = "image/features"  # pooled backbone features, float [D]
 IMAGE_GRID_KEY = "image/grid"  # the backbone's grid, float [H * W * D] (attention only)
+# The map entering the fine-tuned block, float [h * w * c] (features.finetune_from_block only).
+IMAGE_MAP_KEY = "image/block_map"
 
 # Written by Transform, read by the Trainer.
 CAPTION_IDS_KEY = "caption_ids"
@@ -26,6 +28,7 @@ NUM_CAPTIONS_KEY = "num_captions"
 TRANSFORMED_IMAGE_ID_KEY = "image_id"
 TRANSFORMED_FEATURES_KEY = "image_features"
 TRANSFORMED_GRID_KEY = "image_grid"
+TRANSFORMED_MAP_KEY = "image_map"
 VOCAB_NAME = "caption_vocab"  # the tft vocabulary asset of the transform graph
 
 # Files inside artifacts: who writes them is in the comment, readers are tracking/ and tests.

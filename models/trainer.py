@@ -32,11 +32,13 @@ from models.contract import (
     TRANSFORMED_FEATURES_KEY,
     TRANSFORMED_GRID_KEY,
     TRANSFORMED_IMAGE_ID_KEY,
+    TRANSFORMED_MAP_KEY,
 )
 from models.decoder import MergeCaptioner
 from models import scst
 from models.epoch_bleu import EpochBleu, references_by_image
 from models.export import DecodeSettings, export_serving_model
+from models.finetune import TopAndDecoder, grids_of
 from models.vocabulary import load_vocabulary, special_ids
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,8 @@ class CaptionRows:
     """Every caption as a row, pointing at its image; image arrays are stored once each.
 
     `images` maps a model input name (image_features [N, D], image_grid [N, L, C] as
-    float16, half the memory: 6,000 lite0 grids are 0.75 GB) to per-image arrays;
+    float16, half the memory: 6,000 lite0 grids are 0.75 GB; image_map [N, h, w, c] as
+    float16, the fine-tuned top's input) to per-image arrays;
     `image_index[r]` is row r's image and `captions[r]` its token ids [max_length].
     """
 
@@ -62,6 +65,7 @@ def load_caption_rows(
     max_length: int,
     image_inputs: tuple[str, ...] = (TRANSFORMED_FEATURES_KEY,),
     grid_shape: tuple[int, int, int] | None = None,
+    map_shape: tuple[int, int, int] | None = None,
 ) -> CaptionRows:
     """Reads the transformed examples: one per image, with all of its captions.
 
@@ -74,6 +78,11 @@ def load_caption_rows(
         raise ValueError(
             "the attention model needs the image grid, but the transformed examples have none "
             "(the FeatureExtractor ran with store_grid false)"
+        )
+    if TRANSFORMED_MAP_KEY in image_inputs and TRANSFORMED_MAP_KEY not in feature_spec:
+        raise ValueError(
+            "fine-tuning the backbone's top needs the map entering its first block, but the transformed "
+            "examples have none (the FeatureExtractor ran without map_from_block)"
         )
     spec = {k: feature_spec[k] for k in (TRANSFORMED_IMAGE_ID_KEY, CAPTION_IDS_KEY, *image_inputs)}
     image_ids, captions_per_image = [], []
@@ -90,6 +99,9 @@ def load_caption_rows(
         if TRANSFORMED_GRID_KEY in images:
             grid = batch[TRANSFORMED_GRID_KEY].numpy().astype(np.float16)
             images[TRANSFORMED_GRID_KEY].append(grid.reshape(len(grid), -1, grid_shape[-1]))
+        if TRANSFORMED_MAP_KEY in images:
+            block_map = batch[TRANSFORMED_MAP_KEY].numpy().astype(np.float16)
+            images[TRANSFORMED_MAP_KEY].append(block_map.reshape(len(block_map), *map_shape))
     if not image_ids:
         raise ValueError(f"no examples in {files}")
     order = np.argsort(np.array(image_ids), kind="stable")
@@ -148,56 +160,95 @@ def build_model(vocab_size: int, cfg: TrainerSections) -> keras.Model:
     return model
 
 
+@dataclasses.dataclass
+class Trained:
+    """What `train` returns: the decoder (its best epoch's weights), the vocabulary, the
+    history, and, when the backbone's top was fine-tuned, the feature model that carries it
+    (None: export the stock backbone)."""
+
+    model: keras.Model
+    vocabulary: list[str]
+    history: dict[str, list]
+    feature_model: keras.Model | None = None
+
+
 def train(
     train_files: list[str] | str,
     eval_files: list[str] | str,
     tft_output: tft.TFTransformOutput,
     cfg: TrainerSections,
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
-) -> tuple[keras.Model, list[str], dict[str, list[float]]]:
-    """Fit the decoder; returns the model (the best epoch's weights), vocabulary and history.
+) -> Trained:
+    """Fit the decoder (and, with `features.finetune_from_block`, the backbone's top).
 
-    With `scst.epochs` > 0, self-critical training follows (models/scst.py); its per-epoch
+    With `scst.epochs` > 0, self-critical training follows (models/scst.py) on the grids of
+    the (fine-tuned) backbone, which stays as the first stage left it; its per-epoch
     values join the history, numbered on after the cross-entropy epochs (None before).
     `extra_callbacks` run after the project's own (e.g. live MLflow metrics, added by the
     Trainer's wrapper in components/trainer), in both stages."""
     keras.utils.set_random_seed(cfg.train.seed)
     vocabulary = load_vocabulary(tft_output)
     spec = tft_output.transformed_feature_spec()
+    block = cfg.features.finetune_from_block
+    feature_model = top = map_shape = None
+    if block:  # built before the decoder, as bench/finetune_probe does: the same initial weights
+        backbone = get_backbone(cfg.features.backbone, cfg.features.weights, cfg.features.weights_path)
+        feature_model, bottom, top = backbone.build_split_models(block)
+        map_shape = tuple(int(d) for d in bottom.output.shape[1:])
     model = build_model(len(vocabulary), cfg)
-    grid_shape = get_backbone(cfg.features.backbone, weights=None).grid_shape
-    image_args = {"image_inputs": model.image_inputs, "grid_shape": grid_shape}
+    image_args = {
+        "image_inputs": (TRANSFORMED_MAP_KEY,) if block else model.image_inputs,
+        "grid_shape": get_backbone(cfg.features.backbone, weights=None).grid_shape,
+        "map_shape": map_shape,
+    }
     eval_rows = load_caption_rows(eval_files, spec, cfg.text.max_length, **image_args)
     train_rows = load_caption_rows(train_files, spec, cfg.text.max_length, **image_args)
     train_ds = caption_dataset(train_rows, cfg.train.batch_size, shuffle_seed=cfg.train.seed)
     eval_ds = caption_dataset(eval_rows, cfg.train.batch_size, shuffle_seed=None)
-    scst_images = scst.ScstImages.of(train_rows.images, train_rows.image_index, train_rows.captions) if cfg.scst.epochs else None
-    del train_rows  # the dataset holds the arrays (and scst_images the per-image ones)
+    fitted = model
+    if block:
+        fitted = TopAndDecoder(top, model, cfg.train.backbone_learning_rate)
+        fitted.compile(optimizer=model.optimizer, loss=model.loss, weighted_metrics=[
+            keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
     fit_args: dict[str, Any] = {"epochs": cfg.train.epochs}
     if cfg.train.max_steps > 0:  # a capped run, e.g. a deliberately undertrained model
         train_ds = train_ds.repeat()
         fit_args = {"epochs": 1, "steps_per_epoch": cfg.train.max_steps}
     epoch_bleu = None
-    if cfg.train.select_by != "val_loss" or scst_images is not None:
+    if cfg.train.select_by != "val_loss":  # the config refuses it with a fine-tuned top
         references = references_by_image(eval_rows.image_index, eval_rows.captions, vocabulary)
         epoch_bleu = EpochBleu(eval_rows.images, references, vocabulary, cfg.text.max_length)
     epoch_log = _EpochLog()
     started = time.monotonic()
     callbacks = [*fit_callbacks(cfg, epoch_bleu), epoch_log, _BatchProgress(), *extra_callbacks]
-    history = model.fit(train_ds, validation_data=eval_ds, callbacks=callbacks, verbose=0, **fit_args)
+    history = fitted.fit(train_ds, validation_data=eval_ds, callbacks=callbacks, verbose=0, **fit_args)
+    del train_ds, eval_ds
     log.info("trained %d epochs in %.1f s", len(history.history["loss"]), time.monotonic() - started)
     result = {
         **{k: [float(v) for v in vals] for k, vals in history.history.items()},
         "epoch_seconds": epoch_log.seconds,
     }
-    if scst_images is not None:
+    if cfg.scst.epochs:
+        train_images, eval_images = train_rows.images, eval_rows.images
+        if block:  # the top is frozen from here on: its grids are computed once
+            started = time.monotonic()
+            train_images = {TRANSFORMED_GRID_KEY: grids_of(top, train_rows.images[TRANSFORMED_MAP_KEY])}
+            eval_images = {TRANSFORMED_GRID_KEY: grids_of(top, eval_rows.images[TRANSFORMED_MAP_KEY])}
+            log.info("the fine-tuned top's grids of %d + %d images in %.1f s",
+                     len(train_images[TRANSFORMED_GRID_KEY]), len(eval_images[TRANSFORMED_GRID_KEY]),
+                     time.monotonic() - started)
+        scst_images = scst.ScstImages.of(train_images, train_rows.image_index, train_rows.captions)
+        del train_rows, train_images
+        if epoch_bleu is None or block:
+            references = references_by_image(eval_rows.image_index, eval_rows.captions, vocabulary)
+            epoch_bleu = EpochBleu(eval_images, references, vocabulary, cfg.text.max_length)
         epochs = len(result["loss"])
         scst_history, _ = scst.train_self_critical(
             model, scst_images, lambda: epoch_bleu.scores(model), cfg.scst, special_ids(vocabulary),
             cfg.train.seed, callbacks=extra_callbacks, first_epoch=epochs,
         )
         result = join_stages(result, scst_history, epochs)
-    return model, vocabulary, result
+    return Trained(model, vocabulary, result, feature_model)
 
 
 def join_stages(first: dict[str, list], second: dict[str, list], first_epochs: int) -> dict[str, list]:
@@ -241,14 +292,15 @@ def run_fn(fn_args: Any, extra_callbacks: Sequence[keras.callbacks.Callback] = (
     """TFX Trainer entry: train on the train split, early-stop on eval, export for serving."""
     cfg = TrainerSections.from_custom_config(fn_args.custom_config)
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
-    model, vocabulary, history = train(fn_args.train_files, fn_args.eval_files, tft_output, cfg, extra_callbacks)
+    trained = train(fn_args.train_files, fn_args.eval_files, tft_output, cfg, extra_callbacks)
+    model, vocabulary, history = trained.model, trained.vocabulary, trained.history
     run_dir = Path(fn_args.model_run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / HISTORY_FILE).write_text(json.dumps(history, indent=2))
     backbone = get_backbone(cfg.features.backbone, cfg.features.weights, cfg.features.weights_path)
     started = time.monotonic()
     export_serving_model(
-        feature_model=backbone.build_feature_model(),
+        feature_model=trained.feature_model or backbone.build_feature_model(),
         captioner=model,
         vocabulary=vocabulary,
         image_size=backbone.image_size,

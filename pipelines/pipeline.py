@@ -114,6 +114,7 @@ def create_pipeline(
         weights_path=config.features.weights_path and repo_path(config.features.weights_path),
         batch_size=config.features.batch_size,
         store_grid=config.stores_grid,
+        map_from_block=config.features.finetune_from_block,
     )
     features.add_upstream_node(anomalies_check)  # no compute on data that failed validation
     # Captions -> normalised tokens -> ids; the vocabulary is built on the train split only.

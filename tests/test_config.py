@@ -294,3 +294,21 @@ def test_gate_takes_a_cider_minimum_and_the_coco_caption_switch() -> None:
         load_config("smoke", {"gate.min_cider": -0.1}, env={})
     with pytest.raises(ConfigError, match="gate.coco_caption"):
         load_config("smoke", {"gate.coco_caption": "yes"}, env={})
+
+
+def test_a_fine_tuned_top_stores_the_map_below_it_instead_of_the_grid():
+    config = load_config("flickr8k_lite0_finetune", env={})
+    assert config.features.finetune_from_block == 11 and config.model.architecture == "attention"
+    assert not config.stores_grid  # the map entering block 11 is stored instead
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"features.backbone": "densenet201"}, "needs an EfficientNet-Lite backbone"),
+    ({"model.architecture": "merge"}, "needs model.architecture attention"),
+    ({"train.select_by": "bleu_4"}, "needs train.select_by val_loss"),
+    ({"features.finetune_from_block": -1}, "must be >= 0"),
+    ({"train.backbone_learning_rate": 0.0}, "backbone_learning_rate must be > 0"),
+])
+def test_settings_fine_tuning_cannot_honour_are_refused_by_name(change, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("flickr8k_lite0_finetune", change, env={})

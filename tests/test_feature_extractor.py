@@ -319,6 +319,7 @@ def test_executor_writes_examples_tf_transform_can_parse(raw_examples, feature_m
             "weights_fingerprint": "",
             "feature_version": extract.FEATURE_VERSION,
             "store_grid": False,
+            "map_from_block": 0,
             "batch_size": 4,
         },
     )
@@ -364,3 +365,41 @@ def test_hardware_crc32c_gives_the_checksums_of_beams_fallback():
     rng = np.random.default_rng(1)
     for data in (b"", b"a", rng.bytes(1000), float_feature_bytes(awkward_floats(62_720))):
         assert tfrecordio._default_crc32c_fn(data) == reference(data)
+
+
+def test_with_a_fine_tuned_block_the_executor_stores_the_map_the_top_turns_into_the_features(raw_examples, tmp_path):
+    """features.finetune_from_block: the map entering the block replaces the grid, in the
+    examples and in the schema, and the backbone's top computes the stored features from it."""
+    from tensorflow_transform.tf_metadata import schema_utils
+
+    examples = standard_artifacts.Examples()
+    examples.uri = str(raw_examples)
+    examples.split_names = artifact_utils.encode_split_names(["dev"])
+    examples_utils.set_payload_format(examples, example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE)
+    raw_schema = standard_artifacts.Schema()
+    raw_schema.uri = str(tmp_path / "raw_schema")
+    os.makedirs(raw_schema.uri)
+    shutil.copy(RAW_SCHEMA, os.path.join(raw_schema.uri, "schema.pbtxt"))
+    features, schema = standard_artifacts.Examples(), standard_artifacts.Schema()
+    features.uri, schema.uri = str(tmp_path / "features"), str(tmp_path / "schema")
+    os.makedirs(features.uri)
+    os.makedirs(schema.uri)
+    context = base_beam_executor.BaseBeamExecutor.Context(beam_pipeline_args=["--direct_running_mode=in_memory"])
+    Executor(context).Do(
+        {"examples": [examples], "schema": [raw_schema]},
+        {"features": [features], "features_schema": [schema]},
+        {"backbone": "efficientnet_lite0", "weights": "imagenet", "weights_path": "", "weights_fingerprint": "",
+         "feature_version": extract.FEATURE_VERSION, "store_grid": False, "map_from_block": 11, "batch_size": 4},
+    )
+    map_shape = (14, 14, 112)
+    assert features.get_string_custom_property("map_shape") == "14,14,112"
+    spec = schema_utils.schema_as_feature_spec(
+        io_utils.SchemaReader().read(os.path.join(schema.uri, "schema.pbtxt"))).feature_spec
+    assert spec[contract.IMAGE_MAP_KEY] == tf.io.FixedLenFeature([int(np.prod(map_shape))], tf.float32)
+    assert contract.IMAGE_GRID_KEY not in spec
+    serialized = serialized_records(os.path.join(artifact_utils.get_split_uri([features], "dev"), "*"))
+    parsed = tf.io.parse_example(tf.constant(serialized), spec)
+    _, _, top = get_backbone("efficientnet_lite0").build_split_models(11)
+    maps = tf.reshape(parsed[contract.IMAGE_MAP_KEY], [-1, *map_shape])
+    np.testing.assert_allclose(top(maps)["pooled"].numpy(), parsed[contract.IMAGE_FEATURES_KEY].numpy(),
+                               rtol=1e-4, atol=1e-4)

@@ -33,6 +33,8 @@ class FeatureExtractorSpec(ComponentSpec):
         # extract.FEATURE_VERSION: bumped when code changes the features.
         "feature_version": ExecutionParameter(type=int),
         "store_grid": ExecutionParameter(type=bool),
+        # > 0: also store the map entering this backbone block (features.finetune_from_block).
+        "map_from_block": ExecutionParameter(type=int),
         "batch_size": ExecutionParameter(type=int),
     }
     INPUTS = {
@@ -47,7 +49,7 @@ class FeatureExtractorSpec(ComponentSpec):
 
 
 class FeatureExtractor(base_beam_component.BaseBeamComponent):
-    """Replaces each example's image by its backbone features (and, optionally, grid)."""
+    """Replaces each example's image by its backbone features (and, optionally, grid or block map)."""
 
     SPEC_CLASS = FeatureExtractorSpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
@@ -61,6 +63,7 @@ class FeatureExtractor(base_beam_component.BaseBeamComponent):
         weights_path: str | None,
         batch_size: int,
         store_grid: bool,
+        map_from_block: int = 0,
     ):
         super().__init__(
             spec=FeatureExtractorSpec(
@@ -72,6 +75,7 @@ class FeatureExtractor(base_beam_component.BaseBeamComponent):
                 weights_fingerprint=_file_sha256(weights_path),
                 feature_version=extract.FEATURE_VERSION,
                 store_grid=bool(store_grid),
+                map_from_block=int(map_from_block),
                 batch_size=int(batch_size),
                 features=types.Channel(type=standard_artifacts.Examples),
                 features_schema=types.Channel(type=standard_artifacts.Schema),

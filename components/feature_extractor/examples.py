@@ -2,7 +2,8 @@
 
 Used by extract.py. A feature example is the raw example without the image
 (`image/encoded`, `image/height`, `image/width`) plus `image/features`, the pooled vector,
-and optionally `image/grid`, the spatial map flattened row-major (h, w, c).
+and optionally `image/grid`, the spatial map flattened row-major (h, w, c), or
+`image/block_map`, the map entering a fine-tuned block, flattened the same way.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from models.contract import (
     IMAGE_GRID_KEY,
     IMAGE_HEIGHT_KEY,
     IMAGE_ID_KEY,
+    IMAGE_MAP_KEY,
     IMAGE_WIDTH_KEY,
 )
 
@@ -88,9 +90,9 @@ def float_feature(values: np.ndarray) -> tf.train.Feature:
 
 
 def output_example(
-    raw: tf.train.Example, pooled: np.ndarray, grid: np.ndarray | None = None
+    raw: tf.train.Example, pooled: np.ndarray, grid: np.ndarray | None = None, block_map: np.ndarray | None = None
 ) -> tf.train.Example:
-    """The raw example without the image, plus its features (and grid, row-major).
+    """The raw example without the image, plus its features (and grid or block map, row-major).
 
     The features are parsed straight into the example's map: `CopyFrom` of a parsed Feature
     copies the whole grid a second time, a cost the feature benchmark showed.
@@ -102,4 +104,6 @@ def output_example(
     out.features.feature[IMAGE_FEATURES_KEY].ParseFromString(float_feature_bytes(pooled))
     if grid is not None:
         out.features.feature[IMAGE_GRID_KEY].ParseFromString(float_feature_bytes(grid))
+    if block_map is not None:
+        out.features.feature[IMAGE_MAP_KEY].ParseFromString(float_feature_bytes(block_map))
     return out

@@ -37,12 +37,14 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             name=exec_properties["backbone"],
             weights=exec_properties["weights"] or None,
             weights_path=exec_properties["weights_path"] or None,
+            map_from_block=int(exec_properties["map_from_block"]),
         )
         store_grid = _as_bool(exec_properties["store_grid"])
         backbone = get_backbone(args.name, args.weights, args.weights_path)
+        map_shape = backbone.map_shape(args.map_from_block) if args.map_from_block else None
         raw_schema = io_utils.SchemaReader().read(os.path.join(raw_schema_uri, SCHEMA_FILE))
         schema = features_schema.features_schema(
-            raw_schema, backbone.feature_dim, backbone.grid_shape if store_grid else None
+            raw_schema, backbone.feature_dim, backbone.grid_shape if store_grid else None, map_shape
         )
         splits = artifact_utils.decode_split_names(examples.split_names)
         features.split_names = artifact_utils.encode_split_names(splits)
@@ -72,6 +74,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         features.set_int_custom_property("feature_dim", backbone.feature_dim)
         if store_grid:
             features.set_string_custom_property("grid_shape", ",".join(map(str, backbone.grid_shape)))
+        if map_shape:
+            features.set_int_custom_property("map_from_block", args.map_from_block)
+            features.set_string_custom_property("map_shape", ",".join(map(str, map_shape)))
         for split in splits:
             features.set_int_custom_property(f"num_examples_{split}", metrics.get(split, {}).get("images", 0))
 

@@ -83,10 +83,11 @@ class ExtractFeatures(beam.DoFn):
         self._images.inc(len(examples))
         self._batches.inc()
         self._model_ms.inc(int(seconds * 1000))
-        pooled, grids = out["pooled"], out.get("grid")
+        pooled, grids, maps = out["pooled"], out.get("grid"), out.get("map")
         for i, example in enumerate(examples):
             grid = grids[i] if grids is not None else None
-            yield output_example(example, pooled[i], grid).SerializeToString()
+            block_map = maps[i] if maps is not None else None
+            yield output_example(example, pooled[i], grid, block_map).SerializeToString()
 
     def finish_bundle(self) -> None:
         if self._bundle_images:

@@ -14,6 +14,7 @@ import logging
 import time
 import weakref
 
+import keras
 import numpy as np
 import tensorflow as tf
 from apache_beam.utils import shared
@@ -31,6 +32,8 @@ class BackboneArgs:
     name: str
     weights: str | None = "imagenet"
     weights_path: str | None = None
+    # > 0: also output "map", the map entering this block (features.finetune_from_block).
+    map_from_block: int = 0
 
 
 class FeatureModel:
@@ -42,8 +45,13 @@ class FeatureModel:
     def __init__(self, args: BackboneArgs):
         started = time.perf_counter()
         self.backbone = get_backbone(args.name, args.weights, args.weights_path)
-        self.model = self.backbone.build_feature_model()
+        if args.map_from_block:
+            feature_model, bottom, _ = self.backbone.build_split_models(args.map_from_block)
+            self.model = keras.Model(feature_model.inputs, {**feature_model.output, "map": bottom.output})
+        else:
+            self.model = self.backbone.build_feature_model()
         model, size = self.model, self.backbone.image_size
+        with_map = ("map",) if args.map_from_block else ()
 
         # A fixed signature: one trace serves every batch, the last short one included.
         # Two functions, so the grid is only materialised when it is stored.
@@ -57,7 +65,7 @@ class FeatureModel:
 
             return extract
 
-        self._extract = {False: traced(("pooled",)), True: traced(("pooled", "grid"))}
+        self._extract = {False: traced(("pooled", *with_map)), True: traced(("pooled", "grid", *with_map))}
         # Trace and run both once now, so the first real batch pays no graph set-up.
         warm = tf.expand_dims(tf.io.encode_png(tf.zeros([8, 8, 3], tf.uint8)), 0)
         for fn in self._extract.values():
@@ -68,7 +76,8 @@ class FeatureModel:
         log.info("built backbone %s (weights %s) in %.1f s", args.name, weights, self.build_seconds)
 
     def __call__(self, encoded: list[bytes], with_grid: bool) -> dict[str, np.ndarray]:
-        """Encoded images -> {"pooled": [N, D]} (and "grid": [N, h, w, c] if with_grid)."""
+        """Encoded images -> {"pooled": [N, D]} (and "grid": [N, h, w, c] if with_grid, and "map":
+        [N, h', w', c'] if the args name a block)."""
         out = self._extract[with_grid](tf.constant(encoded, dtype=tf.string))
         return {k: v.numpy() for k, v in out.items()}
 

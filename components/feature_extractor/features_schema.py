@@ -9,17 +9,21 @@ import numpy as np
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from components.feature_extractor.examples import DROPPED_KEYS
-from models.contract import IMAGE_FEATURES_KEY, IMAGE_GRID_KEY, IMAGE_ID_KEY
+from models.contract import IMAGE_FEATURES_KEY, IMAGE_GRID_KEY, IMAGE_ID_KEY, IMAGE_MAP_KEY
 
 
 def features_schema(
-    raw_schema: schema_pb2.Schema, feature_dim: int, grid_shape: tuple[int, int, int] | None = None
+    raw_schema: schema_pb2.Schema,
+    feature_dim: int,
+    grid_shape: tuple[int, int, int] | None = None,
+    map_shape: tuple[int, int, int] | None = None,
 ) -> schema_pb2.Schema:
-    """The curated raw schema without the image, plus the features (and grid).
+    """The curated raw schema without the image, plus the features (and grid, and block map).
 
     tf.Transform parses the features artifact with this schema: `image_id` becomes a dense
     [1] string, `captions` stays variable-length, `image/features` is a dense [feature_dim]
-    float and `image/grid` a dense [h*w*c] float (reshape row-major to (h, w, c)).
+    float and `image/grid` (or `image/block_map`) a dense [h*w*c] float (reshape row-major
+    to (h, w, c)).
     """
     schema = schema_pb2.Schema()
     schema.CopyFrom(raw_schema)
@@ -35,6 +39,8 @@ def features_schema(
     schema.feature.append(_float_feature(IMAGE_FEATURES_KEY, feature_dim))
     if grid_shape is not None:
         schema.feature.append(_float_feature(IMAGE_GRID_KEY, int(np.prod(grid_shape))))
+    if map_shape is not None:
+        schema.feature.append(_float_feature(IMAGE_MAP_KEY, int(np.prod(map_shape))))
     return schema
 
 

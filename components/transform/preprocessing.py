@@ -5,7 +5,7 @@ Called by TFX Transform (pipelines/pipeline.py passes
 `custom_config={"min_count": ..., "max_length": ...}`) and by tests/test_transform.py.
 
 Input: one tf.Example per image, `image_id` (bytes), `captions` (bytes, varlen: every
-caption of the image), `image/features` (float [D]) and optionally `image/grid`.
+caption of the image), `image/features` (float [D]) and optionally `image/grid` or `image/block_map`.
 Output, per image:
 
   caption_ids     int64, VarLen (a 2-D SparseTensor in the graph), ncaps * max_length ids:
@@ -15,6 +15,7 @@ Output, per image:
   image_id        bytes scalar, unchanged.
   image_features  float [D], `image/features` unchanged.
   image_grid      float [G], `image/grid` unchanged (only when the input has it).
+  image_map       float [M], `image/block_map` unchanged (only when the input has it).
 
 Ids: 0 is padding, 1..V are the vocabulary file's entries in its order (see
 models/vocabulary.py), V+1 is <unk>. The vocabulary (`tft.vocabulary`, file
@@ -48,10 +49,12 @@ from models.contract import (
     IMAGE_FEATURES_KEY,
     IMAGE_GRID_KEY,
     IMAGE_ID_KEY,
+    IMAGE_MAP_KEY,
     NUM_CAPTIONS_KEY,
     TRANSFORMED_FEATURES_KEY,
     TRANSFORMED_GRID_KEY,
     TRANSFORMED_IMAGE_ID_KEY,
+    TRANSFORMED_MAP_KEY,
     VOCAB_NAME,
 )
 
@@ -91,6 +94,8 @@ def preprocessing_fn(
     }
     if IMAGE_GRID_KEY in inputs:
         outputs[TRANSFORMED_GRID_KEY] = inputs[IMAGE_GRID_KEY]
+    if IMAGE_MAP_KEY in inputs:
+        outputs[TRANSFORMED_MAP_KEY] = inputs[IMAGE_MAP_KEY]
     return outputs
 
 

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -69,11 +70,32 @@ class Backbone:
         """Images -> ``{"pooled": (None, feature_dim), "grid": (None, h, w, c)}``."""
         return self._module().build_feature_model(*self._variant(), self.weights, self.weights_path)
 
+    def build_split_models(self, block: int) -> tuple["keras.Model", "keras.Model", "keras.Model"]:
+        """(feature model, bottom, top), cut where block `block` starts (EfficientNet-Lite only).
+
+        bottom: images -> the map entering the block; top: that map -> the feature model's
+        outputs. All three share layers and weights, so training the top trains the
+        feature model's upper blocks (models/finetune.py)."""
+        if not self.name.startswith("efficientnet_lite"):
+            raise NotImplementedError(f"backbone {self.name!r} cannot be cut into blocks")
+        feature_model = self.build_feature_model()
+        return (feature_model, *self._module().split_at_block(feature_model, block))
+
+    def map_shape(self, block: int) -> tuple[int, int, int]:
+        """(h, w, c) of the map entering block `block` (built once, with random weights)."""
+        return _map_shape(self.name, block)
+
     def build_classifier_model(self) -> "keras.Model":
         """Images -> ImageNet class probabilities ``(None, 1000)``."""
         if not self.has_classifier:
             raise NotImplementedError(f"backbone {self.name!r} has no classifier model")
         return self._module().build_classifier_model(*self._variant(), self.weights, self.weights_path)
+
+
+@functools.lru_cache(maxsize=None)
+def _map_shape(name: str, block: int) -> tuple[int, int, int]:
+    _, bottom, _ = get_backbone(name, weights=None).build_split_models(block)
+    return tuple(int(d) for d in bottom.output.shape[1:])
 
 
 def get_backbone(name: str, weights: str | None = "imagenet",

@@ -1,4 +1,5 @@
-"""bench.finetune_probe's model: the backbone's top trains with its own optimizer, or not at all."""
+"""models.finetune's model (the Trainer's and bench.finetune_probe's): the backbone's top trains with
+its own optimizer, or not at all."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from bench.finetune_probe import top_and_decoder
+from models.finetune import TopAndDecoder
 from models.attention import AttentionCaptioner
 
 VOCAB, LENGTH = 12, 6
@@ -23,7 +24,7 @@ def _fit(top_learning_rate):
     keras.utils.set_random_seed(3)
     top = _top()
     captioner = AttentionCaptioner(VOCAB, 8, 8, 0.0, 8)
-    model = top_and_decoder(top, captioner, top_learning_rate)
+    model = TopAndDecoder(top, captioner, top_learning_rate)
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     rng = np.random.default_rng(0)
     # Each image's captions are its own token repeated: learnable from the map alone.
