@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     from models.epoch_bleu import EpochBleu, references_by_image
     from models.finetune import TopAndDecoder, grids_of
     from models.images import decode_images
-    from models.trainer import CaptionRows, build_model, caption_dataset, load_caption_rows
+    from models.trainer import CaptionRows, build_model, caption_dataset, compile_for_teacher_forcing, load_caption_rows
     from models import scst
     from models.coco_caption import coco_caption_scores
     from models.vocabulary import load_vocabulary, special_ids
@@ -112,8 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     (_, train_rows), (dev_rows_ids, dev_rows) = rows_of("train"), rows_of("dev")
     captioner = build_model(len(vocabulary), cfg)
     model = TopAndDecoder(top, captioner, None if args.frozen else args.top_learning_rate)
-    model.compile(optimizer=captioner.optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    compile_for_teacher_forcing(model, captioner.optimizer)
     history = {"loss": [], "val_loss": [], "seconds": []}
 
     class EpochLine(keras.callbacks.Callback):

@@ -152,12 +152,18 @@ def build_model(vocab_size: int, cfg: TrainerSections) -> keras.Model:
         optimizer = keras.optimizers.Adam(cfg.train.learning_rate, clipnorm=5.0)
     else:
         model = MergeCaptioner(vocab_size, cfg.model.embedding_dim, cfg.model.hidden_dim, cfg.model.dropout)
+    compile_for_teacher_forcing(model, optimizer)
+    return model
+
+
+def compile_for_teacher_forcing(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> None:
+    """The masked cross-entropy on logits and token accuracy: the decoder's, and the same for a
+    model that trains it with the backbone's top (models/finetune.py)."""
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
-    return model
 
 
 @dataclasses.dataclass
@@ -208,16 +214,19 @@ def train(
     fitted = model
     if block:
         fitted = TopAndDecoder(top, model, cfg.train.backbone_learning_rate)
-        fitted.compile(optimizer=model.optimizer, loss=model.loss, weighted_metrics=[
-            keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+        compile_for_teacher_forcing(fitted, model.optimizer)
     fit_args: dict[str, Any] = {"epochs": cfg.train.epochs}
     if cfg.train.max_steps > 0:  # a capped run, e.g. a deliberately undertrained model
         train_ds = train_ds.repeat()
         fit_args = {"epochs": 1, "steps_per_epoch": cfg.train.max_steps}
-    epoch_bleu = None
-    if cfg.train.select_by != "val_loss":  # the config refuses it with a fine-tuned top
+
+    def eval_scorer(images: dict[str, np.ndarray]) -> EpochBleu:
+        """Greedy BLEU and CIDEr-D of the eval images, given as the decoder reads them."""
         references = references_by_image(eval_rows.image_index, eval_rows.captions, vocabulary)
-        epoch_bleu = EpochBleu(eval_rows.images, references, vocabulary, cfg.text.max_length)
+        return EpochBleu(images, references, vocabulary, cfg.text.max_length)
+
+    # The config refuses select_by other than val_loss with a fine-tuned top (its maps are no grids).
+    epoch_bleu = eval_scorer(eval_rows.images) if cfg.train.select_by != "val_loss" else None
     epoch_log = _EpochLog()
     started = time.monotonic()
     callbacks = [*fit_callbacks(cfg, epoch_bleu), epoch_log, _BatchProgress(), *extra_callbacks]
@@ -232,16 +241,15 @@ def train(
         train_images, eval_images = train_rows.images, eval_rows.images
         if block:  # the top is frozen from here on: its grids are computed once
             started = time.monotonic()
-            train_images = {TRANSFORMED_GRID_KEY: grids_of(top, train_rows.images[TRANSFORMED_MAP_KEY])}
-            eval_images = {TRANSFORMED_GRID_KEY: grids_of(top, eval_rows.images[TRANSFORMED_MAP_KEY])}
-            log.info("the fine-tuned top's grids of %d + %d images in %.1f s",
-                     len(train_images[TRANSFORMED_GRID_KEY]), len(eval_images[TRANSFORMED_GRID_KEY]),
-                     time.monotonic() - started)
+            train_images, eval_images = (
+                {TRANSFORMED_GRID_KEY: grids_of(top, images[TRANSFORMED_MAP_KEY])} for images in (train_images, eval_images)
+            )
+            log.info("the fine-tuned top's grids of %d + %d images in %.1f s", len(train_images[TRANSFORMED_GRID_KEY]),
+                     len(eval_images[TRANSFORMED_GRID_KEY]), time.monotonic() - started)
         scst_images = scst.ScstImages.of(train_images, train_rows.image_index, train_rows.captions)
         del train_rows, train_images
-        if epoch_bleu is None or block:
-            references = references_by_image(eval_rows.image_index, eval_rows.captions, vocabulary)
-            epoch_bleu = EpochBleu(eval_images, references, vocabulary, cfg.text.max_length)
+        if epoch_bleu is None:
+            epoch_bleu = eval_scorer(eval_images)
         epochs = len(result["loss"])
         scst_history, _ = scst.train_self_critical(
             model, scst_images, lambda: epoch_bleu.scores(model), cfg.scst, special_ids(vocabulary),

@@ -292,12 +292,12 @@ def test_component_exec_properties_cover_what_changes_features(tmp_path):
     assert set(component.outputs) == {"features", "features_schema"}
 
 
-def test_executor_writes_examples_tf_transform_can_parse(raw_examples, feature_model, tmp_path):
-    from tensorflow_transform.tf_metadata import schema_utils
-
+def run_executor(raw_examples: Path, tmp_path: Path, splits: tuple[str, ...], **exec_properties):
+    """The FeatureExtractor executor over `splits` of the raw examples, as TFX calls it, with
+    Lite0's ImageNet weights and `exec_properties` over the defaults: (features, schema)."""
     examples = standard_artifacts.Examples()
     examples.uri = str(raw_examples)
-    examples.split_names = artifact_utils.encode_split_names(list(SPLITS))
+    examples.split_names = artifact_utils.encode_split_names(list(splits))
     examples_utils.set_payload_format(examples, example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE)
     raw_schema = standard_artifacts.Schema()
     raw_schema.uri = str(tmp_path / "raw_schema")
@@ -307,22 +307,29 @@ def test_executor_writes_examples_tf_transform_can_parse(raw_examples, feature_m
     features.uri, schema.uri = str(tmp_path / "features"), str(tmp_path / "schema")
     os.makedirs(features.uri)
     os.makedirs(schema.uri)
-
     context = base_beam_executor.BaseBeamExecutor.Context(beam_pipeline_args=["--direct_running_mode=in_memory"])
+    defaults = {
+        "backbone": "efficientnet_lite0",
+        "weights": "imagenet",
+        "weights_path": "",
+        "weights_fingerprint": "",
+        "feature_version": extract.FEATURE_VERSION,
+        "store_grid": False,
+        "map_from_block": 0,
+        "batch_size": 4,
+    }
     Executor(context).Do(
         {"examples": [examples], "schema": [raw_schema]},
         {"features": [features], "features_schema": [schema]},
-        {
-            "backbone": "efficientnet_lite0",
-            "weights": "imagenet",
-            "weights_path": "",
-            "weights_fingerprint": "",
-            "feature_version": extract.FEATURE_VERSION,
-            "store_grid": False,
-            "map_from_block": 0,
-            "batch_size": 4,
-        },
+        {**defaults, **exec_properties},
     )
+    return features, schema
+
+
+def test_executor_writes_examples_tf_transform_can_parse(raw_examples, feature_model, tmp_path):
+    from tensorflow_transform.tf_metadata import schema_utils
+
+    features, schema = run_executor(raw_examples, tmp_path, SPLITS)
 
     assert artifact_utils.decode_split_names(features.split_names) == list(SPLITS)
     assert examples_utils.get_payload_format(features) == example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE
@@ -372,25 +379,7 @@ def test_with_a_fine_tuned_block_the_executor_stores_the_map_the_top_turns_into_
     examples and in the schema, and the backbone's top computes the stored features from it."""
     from tensorflow_transform.tf_metadata import schema_utils
 
-    examples = standard_artifacts.Examples()
-    examples.uri = str(raw_examples)
-    examples.split_names = artifact_utils.encode_split_names(["dev"])
-    examples_utils.set_payload_format(examples, example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE)
-    raw_schema = standard_artifacts.Schema()
-    raw_schema.uri = str(tmp_path / "raw_schema")
-    os.makedirs(raw_schema.uri)
-    shutil.copy(RAW_SCHEMA, os.path.join(raw_schema.uri, "schema.pbtxt"))
-    features, schema = standard_artifacts.Examples(), standard_artifacts.Schema()
-    features.uri, schema.uri = str(tmp_path / "features"), str(tmp_path / "schema")
-    os.makedirs(features.uri)
-    os.makedirs(schema.uri)
-    context = base_beam_executor.BaseBeamExecutor.Context(beam_pipeline_args=["--direct_running_mode=in_memory"])
-    Executor(context).Do(
-        {"examples": [examples], "schema": [raw_schema]},
-        {"features": [features], "features_schema": [schema]},
-        {"backbone": "efficientnet_lite0", "weights": "imagenet", "weights_path": "", "weights_fingerprint": "",
-         "feature_version": extract.FEATURE_VERSION, "store_grid": False, "map_from_block": 11, "batch_size": 4},
-    )
+    features, schema = run_executor(raw_examples, tmp_path, ("dev",), map_from_block=11)
     map_shape = (14, 14, 112)
     assert features.get_string_custom_property("map_shape") == "14,14,112"
     spec = schema_utils.schema_as_feature_spec(
