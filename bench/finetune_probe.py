@@ -47,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=4, help="cross-entropy epochs (default 4)")
     parser.add_argument("--limit", type=int, default=0, help="only the first N images of each split (a quick check)")
     parser.add_argument("--coco-each", action="store_true", help="coco-caption scores of every SCST epoch (about 20 s each)")
+    parser.add_argument("--ce-weights", type=Path, help="the cross-entropy stage's weights (.npz): loaded if the file "
+                        "exists (the stage skipped), else saved there after it; for SCST variants on one start")
+    parser.add_argument("--scst-top-learning-rate", type=float,
+                        help="train the top in the SCST stage too, with its own Adam at this rate (default: frozen)")
     return parser
 
 
@@ -75,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     from models.backbones.efficientnet_lite import build_feature_model, split_at_block
     from models.contract import METEOR_METRIC, TRANSFORMED_GRID_KEY, TRANSFORMED_MAP_KEY
     from models.epoch_bleu import EpochBleu, references_by_image
-    from models.finetune import TopAndDecoder, grids_of
+    from models.finetune import CaptionerOnMaps, TopAndDecoder, grids_of
     from models.images import decode_images
     from models.trainer import CaptionRows, build_model, caption_dataset, compile_for_teacher_forcing, load_caption_rows
     from models import scst
@@ -127,9 +131,17 @@ def main(argv: list[str] | None = None) -> int:
                   f"({history['seconds'][-1]:.0f} s)", flush=True)
 
     before = [w.numpy() for w in top.weights]
-    model.fit(caption_dataset(train_rows, cfg.train.batch_size, shuffle_seed=cfg.train.seed), epochs=args.epochs,
-              validation_data=caption_dataset(dev_rows, cfg.train.batch_size, shuffle_seed=None),
-              callbacks=[EpochLine()], verbose=0)
+    dev_dataset = caption_dataset(dev_rows, cfg.train.batch_size, shuffle_seed=None)
+    if args.ce_weights and args.ce_weights.exists():
+        model(next(iter(dev_dataset))[0])  # builds the weights before they are set
+        with np.load(args.ce_weights) as saved:
+            model.set_weights([saved[f"arr_{i}"] for i in range(len(saved.files))])
+        print(f"cross-entropy stage: the weights of {args.ce_weights}", flush=True)
+    else:
+        model.fit(caption_dataset(train_rows, cfg.train.batch_size, shuffle_seed=cfg.train.seed), epochs=args.epochs,
+                  validation_data=dev_dataset, callbacks=[EpochLine()], verbose=0)
+        if args.ce_weights:
+            np.savez(args.ce_weights, *model.get_weights())
     moved = max(float(np.linalg.norm(w.numpy() - b) / (np.linalg.norm(b) + 1e-12)) for w, b in zip(top.weights, before))
     print(f"the top's weights moved by at most {moved:.2%} of their norm (a layer's)")
 
@@ -142,32 +154,42 @@ def main(argv: list[str] | None = None) -> int:
     scores = dev_scorer.scores(captioner)
     print(f"{side}, cross-entropy: dev greedy BLEU-4 {scores['bleu_4']:.4f}, BLEU-1 {scores['bleu_1']:.4f}, "
           f"CIDEr-D {scores['cider_d']:.4f}", flush=True)
-    result = {"side": side, "profile": args.profile, "block": args.block, "history": history, "top_moved": round(moved, 4),
+    result = {"side": side, "profile": args.profile, "scst_top_learning_rate": args.scst_top_learning_rate, "block": args.block, "history": history, "top_moved": round(moved, 4),
               "dev_greedy": {k: round(v, 4) for k, v in scores.items()}}
-    if cfg.scst.epochs:  # the profile's second stage, the top frozen as it came out of the first
-        train_images = scst.ScstImages.of({TRANSFORMED_GRID_KEY: rows_grids(train_rows)}, train_rows.image_index,
-                                          train_rows.captions)
+    if cfg.scst.epochs:  # the profile's second stage; the top frozen as it came out of the first, or trained on
+        on_maps = bool(args.scst_top_learning_rate)
+
+        def inputs_of(rows: CaptionRows) -> dict[str, np.ndarray]:
+            return {TRANSFORMED_MAP_KEY: rows.images[TRANSFORMED_MAP_KEY]} if on_maps else {TRANSFORMED_GRID_KEY: rows_grids(rows)}
+
+        scst_model = CaptionerOnMaps(top, captioner) if on_maps else captioner
+        scst_scorer = EpochBleu(inputs_of(dev_rows), references, vocabulary, cfg.text.max_length) if on_maps else dev_scorer
+        train_images = scst.ScstImages.of(inputs_of(train_rows), train_rows.image_index, train_rows.captions)
         raw = {str(position): list(paths_and_captions[image_id][1]) for position, image_id in enumerate(dev_rows_ids)}
         epochs = []  # with --coco-each: both scorers' dev scores at the start and after each epoch
 
         def epoch_scores() -> dict[str, float]:
-            scores = dev_scorer.scores(captioner)
+            scores = scst_scorer.scores(scst_model)
             if args.coco_each:
-                coco = coco_caption_scores(dev_scorer.captions(), raw)
+                coco = coco_caption_scores(scst_scorer.captions(), raw)
                 epochs.append({**scores, **coco})
                 print(f"SCST epoch {len(epochs) - 1}: dev greedy CIDEr-D {scores['cider_d']:.4f}; coco-caption BLEU-4 "
                       f"{coco['coco_bleu_4']:.4f}, METEOR {coco[METEOR_METRIC]:.4f}, CIDEr-D {coco['coco_cider_d']:.4f}",
                       flush=True)
             return scores
 
-        scst_history, kept = scst.train_self_critical(captioner, train_images, epoch_scores,
-                                                      cfg.scst, special_ids(vocabulary), cfg.train.seed)
-        scores = dev_scorer.scores(captioner)
-        coco = coco_caption_scores(dev_scorer.captions(), raw)
+        ce_top = [w.numpy() for w in top.weights]
+        scst_history, kept = scst.train_self_critical(scst_model, train_images, epoch_scores, cfg.scst,
+                                                      special_ids(vocabulary), cfg.train.seed,
+                                                      top_learning_rate=args.scst_top_learning_rate)
+        scores = scst_scorer.scores(scst_model)
+        coco = coco_caption_scores(scst_scorer.captions(), raw)
         print(f"{side}, after SCST (epoch {kept} kept): dev greedy BLEU-4 {scores['bleu_4']:.4f}, CIDEr-D "
               f"{scores['cider_d']:.4f}; coco-caption BLEU-4 {coco['coco_bleu_4']:.4f}, METEOR {coco[METEOR_METRIC]:.4f}, "
               f"CIDEr-D {coco['coco_cider_d']:.4f}", flush=True)
-        result.update({"scst_kept": kept, "scst": {k: [round(v, 4) for v in vals] for k, vals in scst_history.items()},
+        scst_moved = max(float(np.linalg.norm(w.numpy() - b) / (np.linalg.norm(b) + 1e-12)) for w, b in zip(top.weights, ce_top))
+        print(f"the SCST stage moved the top's weights by at most {scst_moved:.2%} of their norm", flush=True)
+        result.update({"scst_top_moved": round(scst_moved, 4), "scst_kept": kept, "scst": {k: [round(v, 4) for v in vals] for k, vals in scst_history.items()},
                        "scst_epochs": [{k: round(v, 4) for k, v in e.items()} for e in epochs],
                        "scst_dev_greedy": {k: round(v, 4) for k, v in scores.items()},
                        "scst_coco_greedy": {k: round(v, 4) for k, v in coco.items()}})

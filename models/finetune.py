@@ -52,6 +52,33 @@ class TopAndDecoder(keras.Model):
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
 
+class CaptionerOnMaps(keras.Model):
+    """The decoder reading stored maps through the backbone's top, as one Captioner
+    (encode_image, initial_state, step, teacher_forced, vocab_size: models/decoding.py), so
+    that decoding and the SCST stage run on maps and can train the top with the decoder
+    (models/scst.py, `top_learning_rate`; the top is frozen until that sets it trainable).
+    BatchNorm statistics stay frozen either way."""
+
+    def __init__(self, top: keras.Model, captioner: keras.Model):
+        super().__init__()
+        self.top, self.captioner = top, captioner
+        self.top.trainable = False
+        self.vocab_size = captioner.vocab_size
+
+    def encode_image(self, inputs, training=False):
+        grid = image_input(self.top(inputs[TRANSFORMED_MAP_KEY], training=False), TRANSFORMED_GRID_KEY)
+        return self.captioner.encode_image({TRANSFORMED_GRID_KEY: grid}, training=training)
+
+    def initial_state(self, image):
+        return self.captioner.initial_state(image)
+
+    def step(self, tokens, states, image):
+        return self.captioner.step(tokens, states, image)
+
+    def teacher_forced(self, image, tokens, training=False):
+        return self.captioner.teacher_forced(image, tokens, training=training)
+
+
 def grids_of(top: keras.Model, maps: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """The top's grids of stored maps, [N, h*w, C] float16 as the Trainer keeps grids: what
     the SCST stage and the dev scorer read once the top has stopped training."""

@@ -78,13 +78,19 @@ def advantages(rewards: np.ndarray) -> np.ndarray:
 class SelfCriticalStep:
     """One SCST optimizer step on a batch of images: sample, reward, baseline, update."""
 
-    def __init__(self, model: keras.Model, data: ScstImages, settings: ScstConfig, ids: Mapping[str, int], seed: int):
+    def __init__(self, model: keras.Model, data: ScstImages, settings: ScstConfig, ids: Mapping[str, int], seed: int,
+                 top_learning_rate: float | None = None):
         self.model, self.data, self.settings, self.seed = model, data, settings, seed
         self.start_id, self.end_id, self.pad_id = ids["start"], ids["end"], ids["pad"]
         self.cider = CiderD(data.references)
         self.prepared = [self.cider.prepare(refs) for refs in data.references]
         # Unrolled over the sampled positions, like the cross-entropy stage: clip.
         self.optimizer = keras.optimizers.Adam(settings.learning_rate, clipnorm=5.0)
+        # With a models.finetune.CaptionerOnMaps, the backbone's top trains too, at its own rate.
+        self.top_optimizer = None
+        if top_learning_rate is not None:
+            model.top.trainable = True
+            self.top_optimizer = keras.optimizers.Adam(top_learning_rate, clipnorm=5.0)
         self.steps = 0
         self._sample = tf.function(self._sample_graph)
         self._update = tf.function(self._update_graph)
@@ -104,8 +110,14 @@ class SelfCriticalStep:
             logits = self.model.teacher_forced(image, tokens)
             negative_log_p = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=ids, logits=logits)
             loss = tf.reduce_sum(advantage[:, None] * negative_log_p * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
-        variables = self.model.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        if self.top_optimizer is None:
+            variables = self.model.trainable_variables
+            self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+            return loss
+        decoder, top = self.model.captioner.trainable_variables, self.model.top.trainable_variables
+        gradients = tape.gradient(loss, decoder + top)
+        self.optimizer.apply_gradients(zip(gradients[: len(decoder)], decoder))
+        self.top_optimizer.apply_gradients(zip(gradients[len(decoder) :], top))
         return loss
 
     def __call__(self, positions: np.ndarray) -> float:
@@ -133,6 +145,7 @@ def train_self_critical(
     seed: int,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     first_epoch: int = 0,
+    top_learning_rate: float | None = None,
 ) -> tuple[dict[str, list[float]], int]:
     """Runs `settings.epochs` SCST epochs over every train image; keeps the best dev CIDEr-D.
 
@@ -140,9 +153,10 @@ def train_self_critical(
     models/epoch_bleu.EpochBleu.scores). `callbacks` get the Keras training protocol, the
     epochs numbered on from `first_epoch` (the cross-entropy epochs), with the epoch's
     REWARD_KEY, val_cider_d and val_bleu_* in the logs. Returns those per-epoch lists with
-    the epochs' seconds, and the epoch kept (0: the cross-entropy weights).
+    the epochs' seconds, and the epoch kept (0: the cross-entropy weights). `top_learning_rate`:
+    `model` is a models.finetune.CaptionerOnMaps on maps, and its top trains at that rate.
     """
-    step = SelfCriticalStep(model, data, settings, ids, seed)
+    step = SelfCriticalStep(model, data, settings, ids, seed, top_learning_rate)
     count = len(data.references)
     batches = -(-count // settings.batch_size)
     best = dev_scores()

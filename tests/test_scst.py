@@ -8,6 +8,7 @@ that the stage keeps its best epoch.
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -16,6 +17,8 @@ from configs.config import ConfigError, ScstConfig
 from models import scst, text
 from models.decoding import sample_decode
 from models.epoch_bleu import EpochBleu, references_by_image
+from models.export import image_input
+from models.finetune import CaptionerOnMaps
 from models.trainer import build_model, join_stages
 from tests.runs import trainer_sections
 from tests.test_epoch_selection import CELLS, CHANNELS, VOCAB, caption_ids, images
@@ -29,18 +32,32 @@ REFERENCES = [
 ]
 
 
-def scst_images(grids: np.ndarray, classes: np.ndarray) -> scst.ScstImages:
+def scst_images(grids: np.ndarray, classes: np.ndarray, on_maps: bool = False) -> scst.ScstImages:
     rows = [(i, caption_ids(ref)) for i, c in enumerate(classes) for ref in REFERENCES[c]]
     index = np.array([i for i, _ in rows])
     captions = np.stack([ids for _, ids in rows])
-    return scst.ScstImages.of({"image_grid": grids}, index, captions)
+    return scst.ScstImages.of({"image_map": as_maps(grids)} if on_maps else {"image_grid": grids}, index, captions)
 
 
-def dev_scorer(seed: int = 1, count: int = 16) -> EpochBleu:
+def dev_scorer(seed: int = 1, count: int = 16, on_maps: bool = False) -> EpochBleu:
     grids, classes = images(seed, count)
     rows = [(i, caption_ids(ref)) for i, c in enumerate(classes) for ref in REFERENCES[c]]
     references = references_by_image(np.array([i for i, _ in rows]), np.stack([r for _, r in rows]), VOCAB)
-    return EpochBleu({"image_grid": grids}, references, VOCAB, LENGTH, batch_size=8)
+    inputs = {"image_map": as_maps(grids)} if on_maps else {"image_grid": grids}
+    return EpochBleu(inputs, references, VOCAB, LENGTH, batch_size=8)
+
+
+def as_maps(grids: np.ndarray) -> np.ndarray:
+    """The grids [N, CELLS, CHANNELS] as the maps [N, 2, 2, CHANNELS] a backbone's top reads."""
+    return grids.reshape(len(grids), 2, 2, CHANNELS)
+
+
+def backbone_top(seed: int = 4) -> keras.Model:
+    """A stand-in for the backbone's blocks N.. (models.finetune): map -> {"grid"}, with BatchNorm."""
+    tf.keras.utils.set_random_seed(seed)
+    maps = keras.Input((2, 2, CHANNELS))
+    x = keras.layers.BatchNormalization(name="bn")(keras.layers.Conv2D(CHANNELS, 1, name="conv")(maps))
+    return keras.Model(maps, {"grid": x})
 
 
 def untrained_model(seed: int = 3):
@@ -118,6 +135,32 @@ def test_self_critical_training_raises_the_reward_and_held_out_cider():
     assert kept >= 1
     assert after["cider_d"] == pytest.approx(max(history[scst.DEV_CIDER_KEY]))
     assert after["cider_d"] == pytest.approx(history[scst.DEV_CIDER_KEY][kept - 1])
+
+
+@pytest.mark.parametrize("top_learning_rate", [0.01, None])
+def test_on_maps_the_stage_trains_the_backbones_top_only_at_its_own_rate(top_learning_rate):
+    grids, classes = images(0, 64)
+    top, captioner = backbone_top(), untrained_model()
+    model = CaptionerOnMaps(top, captioner)
+    scorer = dev_scorer(on_maps=True)
+    # Decoding on maps is decoding the captioner on the top's grids.
+    dev_maps = scorer.images["image_map"]
+    on_grids = EpochBleu({"image_grid": image_input(top(dev_maps), "image_grid").numpy()}, scorer.references, VOCAB, LENGTH)
+    on_grids.scores(captioner)
+    assert scorer.scores(model) and scorer.captions() == on_grids.captions()
+    before = {w.path: w.numpy() for w in top.weights}
+    settings = ScstConfig(epochs=4, samples_per_image=4, batch_size=16, learning_rate=0.01, max_length=LENGTH)
+    history, kept = scst.train_self_critical(model, scst_images(grids, classes, on_maps=True), lambda: scorer.scores(model), settings, IDS, seed=5,
+                                             top_learning_rate=top_learning_rate)
+
+    assert history[scst.REWARD_KEY][-1] > history[scst.REWARD_KEY][0] + 0.3, history
+    assert kept >= 1
+    moved = {path: not np.array_equal(w.numpy(), before[path]) for w, path in ((w, w.path) for w in top.weights)}
+    conv = [path for path in moved if "conv" in path]
+    statistics = [path for path in moved if "moving" in path]
+    assert conv and statistics
+    assert not any(moved[p] for p in statistics)  # BatchNorm statistics frozen either way
+    assert all(moved[p] for p in conv) == (top_learning_rate is not None), moved
 
 
 def test_the_cross_entropy_weights_stay_when_no_epoch_beats_them():
