@@ -42,5 +42,11 @@ def config_from_args(args: argparse.Namespace) -> Config:
 def quiet_third_party_noise() -> None:
     """Hide start-up chatter that says nothing about this run (TF C++ logs, google-* warnings)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    ignore_google_version_warnings()
+
+
+def ignore_google_version_warnings() -> None:
+    """google-* packages' FutureWarnings about this Python (3.10, which TFX 1.16 needs) and
+    their own versions, printed at import: nothing a user of this project can act on."""
     warnings.filterwarnings("ignore", message=".*non-supported Python version.*", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*google-cloud-storage < 3.0.0.*", category=FutureWarning)
