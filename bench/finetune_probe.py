@@ -2,7 +2,8 @@
 
 Run `python -m bench.finetune_probe --examples DIR --transform-graph DIR [--data
 ../shared/flickr8k] [--block 15] [--top-learning-rate 1e-4 | --frozen] [--profile
-flickr8k_lite0] [--set KEY=VALUE] [--epochs 4] [--coco-each]`, with a pipeline run's
+flickr8k_lite0] [--set KEY=VALUE] [--epochs 4] [--coco-each] [--ce-weights FILE.npz]
+[--scst-top-learning-rate 1e-5]`, with a pipeline run's
 transformed examples (the folder holding Split-train and Split-dev) and Transform graph:
 their captions and vocabulary, so the probe trains on exactly the rows the Trainer did.
 
@@ -17,7 +18,10 @@ BLEU-1..4 and CIDEr-D (models.epoch_bleu, the scores the SCST stage starts from)
 profile that has `scst.epochs` (flickr8k_lite0_scst), its self-critical stage follows on the
 top's grids (the top frozen as the first stage left it), and the dev split's greedy
 captions are scored by coco-caption too (`--coco-each`: the start and every epoch, not only
-the kept one). No export, nothing written. The last line is JSON.
+the kept one); `--scst-top-learning-rate` trains the top in that stage too, on the maps
+(models.finetune.CaptionerOnMaps). `--ce-weights` saves the first stage's weights, or
+loads them and skips it, so SCST variants start from one set of weights. No export;
+nothing else written. The last line is JSON.
 """
 
 from __future__ import annotations
@@ -63,6 +67,13 @@ def image_ids(files: list[str]) -> list[bytes]:
     spec = {TRANSFORMED_IMAGE_ID_KEY: tf.io.FixedLenFeature([], tf.string)}
     ds = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(512)
     return [i for batch in ds.map(lambda s: tf.io.parse_example(s, spec)) for i in batch[TRANSFORMED_IMAGE_ID_KEY].numpy()]
+
+
+def largest_relative_change(weights, before) -> float:
+    """The largest |w - before| / |before| over a model's weight tensors (Frobenius norms)."""
+    import numpy as np
+
+    return max(float(np.linalg.norm(w.numpy() - b) / (np.linalg.norm(b) + 1e-12)) for w, b in zip(weights, before))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                   validation_data=dev_dataset, callbacks=[EpochLine()], verbose=0)
         if args.ce_weights:
             np.savez(args.ce_weights, *model.get_weights())
-    moved = max(float(np.linalg.norm(w.numpy() - b) / (np.linalg.norm(b) + 1e-12)) for w, b in zip(top.weights, before))
+    moved = largest_relative_change(top.weights, before)
     print(f"the top's weights moved by at most {moved:.2%} of their norm (a layer's)")
 
     def rows_grids(rows: CaptionRows) -> np.ndarray:
@@ -187,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{side}, after SCST (epoch {kept} kept): dev greedy BLEU-4 {scores['bleu_4']:.4f}, CIDEr-D "
               f"{scores['cider_d']:.4f}; coco-caption BLEU-4 {coco['coco_bleu_4']:.4f}, METEOR {coco[METEOR_METRIC]:.4f}, "
               f"CIDEr-D {coco['coco_cider_d']:.4f}", flush=True)
-        scst_moved = max(float(np.linalg.norm(w.numpy() - b) / (np.linalg.norm(b) + 1e-12)) for w, b in zip(top.weights, ce_top))
+        scst_moved = largest_relative_change(top.weights, ce_top)
         print(f"the SCST stage moved the top's weights by at most {scst_moved:.2%} of their norm", flush=True)
         result.update({"scst_top_moved": round(scst_moved, 4), "scst_kept": kept, "scst": {k: [round(v, 4) for v in vals] for k, vals in scst_history.items()},
                        "scst_epochs": [{k: round(v, 4) for k, v in e.items()} for e in epochs],
