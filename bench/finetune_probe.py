@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     scores = dev_scorer.scores(captioner)
     print(f"{side}, cross-entropy: dev greedy BLEU-4 {scores['bleu_4']:.4f}, BLEU-1 {scores['bleu_1']:.4f}, "
           f"CIDEr-D {scores['cider_d']:.4f}", flush=True)
-    result = {"side": side, "profile": args.profile, "scst_top_learning_rate": args.scst_top_learning_rate, "block": args.block, "history": history, "top_moved": round(moved, 4),
+    result = {"side": side, "profile": args.profile, "scst_top_learning_rate": args.scst_top_learning_rate,
+              "block": args.block, "history": history, "top_moved": round(moved, 4),
               "dev_greedy": {k: round(v, 4) for k, v in scores.items()}}
     if cfg.scst.epochs:  # the profile's second stage; the top frozen as it came out of the first, or trained on
         on_maps = bool(args.scst_top_learning_rate)
@@ -200,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
               f"CIDEr-D {coco['coco_cider_d']:.4f}", flush=True)
         scst_moved = largest_relative_change(top.weights, ce_top)
         print(f"the SCST stage moved the top's weights by at most {scst_moved:.2%} of their norm", flush=True)
-        result.update({"scst_top_moved": round(scst_moved, 4), "scst_kept": kept, "scst": {k: [round(v, 4) for v in vals] for k, vals in scst_history.items()},
+        result.update({"scst_top_moved": round(scst_moved, 4), "scst_kept": kept,
+                       "scst": {k: [round(v, 4) for v in vals] for k, vals in scst_history.items()},
                        "scst_epochs": [{k: round(v, 4) for k, v in e.items()} for e in epochs],
                        "scst_dev_greedy": {k: round(v, 4) for k, v in scores.items()},
                        "scst_coco_greedy": {k: round(v, 4) for k, v in coco.items()}})

@@ -19,6 +19,12 @@ from models.contract import TRANSFORMED_GRID_KEY, TRANSFORMED_MAP_KEY
 from models.export import image_input
 
 
+def grid_of_maps(top: keras.Model, maps: tf.Tensor) -> tf.Tensor:
+    """The top's grid of maps [B, h, w, c] as the decoder reads it, [B, h*w, C]; BatchNorm in
+    inference mode, so its statistics stay frozen while its scale and offset may train."""
+    return image_input(top(maps, training=False), TRANSFORMED_GRID_KEY)
+
+
 class TopAndDecoder(keras.Model):
     """The backbone's top (map -> grid) under the decoder: one loss, two optimizers.
 
@@ -33,8 +39,7 @@ class TopAndDecoder(keras.Model):
         self.top_optimizer = keras.optimizers.Adam(top_learning_rate) if top_learning_rate is not None else None
 
     def call(self, inputs, training=False):
-        # training=False: BatchNorm statistics stay frozen; its scale and offset still train.
-        grid = image_input(self.top(inputs[TRANSFORMED_MAP_KEY], training=False), TRANSFORMED_GRID_KEY)
+        grid = grid_of_maps(self.top, inputs[TRANSFORMED_MAP_KEY])
         return self.captioner({TRANSFORMED_GRID_KEY: grid, "tokens": inputs["tokens"]}, training=training)
 
     def train_step(self, data):
@@ -66,8 +71,8 @@ class CaptionerOnMaps(keras.Model):
         self.vocab_size = captioner.vocab_size
 
     def encode_image(self, inputs, training=False):
-        grid = image_input(self.top(inputs[TRANSFORMED_MAP_KEY], training=False), TRANSFORMED_GRID_KEY)
-        return self.captioner.encode_image({TRANSFORMED_GRID_KEY: grid}, training=training)
+        return self.captioner.encode_image({TRANSFORMED_GRID_KEY: grid_of_maps(self.top, inputs[TRANSFORMED_MAP_KEY])},
+                                           training=training)
 
     def initial_state(self, image):
         return self.captioner.initial_state(image)
@@ -82,6 +87,6 @@ class CaptionerOnMaps(keras.Model):
 def grids_of(top: keras.Model, maps: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """The top's grids of stored maps, [N, h*w, C] float16 as the Trainer keeps grids: what
     the SCST stage and the dev scorer read once the top has stopped training."""
-    run = tf.function(lambda m: image_input(top(m, training=False), TRANSFORMED_GRID_KEY))
+    run = tf.function(lambda m: grid_of_maps(top, m))
     return np.concatenate([run(tf.constant(maps[i : i + batch_size], tf.float32)).numpy().astype(np.float16)
                            for i in range(0, len(maps), batch_size)])

@@ -36,20 +36,19 @@ def scst_images(grids: np.ndarray, classes: np.ndarray, on_maps: bool = False) -
     rows = [(i, caption_ids(ref)) for i, c in enumerate(classes) for ref in REFERENCES[c]]
     index = np.array([i for i, _ in rows])
     captions = np.stack([ids for _, ids in rows])
-    return scst.ScstImages.of({"image_map": as_maps(grids)} if on_maps else {"image_grid": grids}, index, captions)
+    return scst.ScstImages.of(model_inputs(grids, on_maps), index, captions)
 
 
 def dev_scorer(seed: int = 1, count: int = 16, on_maps: bool = False) -> EpochBleu:
     grids, classes = images(seed, count)
     rows = [(i, caption_ids(ref)) for i, c in enumerate(classes) for ref in REFERENCES[c]]
     references = references_by_image(np.array([i for i, _ in rows]), np.stack([r for _, r in rows]), VOCAB)
-    inputs = {"image_map": as_maps(grids)} if on_maps else {"image_grid": grids}
-    return EpochBleu(inputs, references, VOCAB, LENGTH, batch_size=8)
+    return EpochBleu(model_inputs(grids, on_maps), references, VOCAB, LENGTH, batch_size=8)
 
 
-def as_maps(grids: np.ndarray) -> np.ndarray:
-    """The grids [N, CELLS, CHANNELS] as the maps [N, 2, 2, CHANNELS] a backbone's top reads."""
-    return grids.reshape(len(grids), 2, 2, CHANNELS)
+def model_inputs(grids: np.ndarray, on_maps: bool) -> dict[str, np.ndarray]:
+    """The grids [N, CELLS, CHANNELS], or them as the maps [N, 2, 2, CHANNELS] a backbone's top reads."""
+    return {"image_map": grids.reshape(len(grids), 2, 2, CHANNELS)} if on_maps else {"image_grid": grids}
 
 
 def backbone_top(seed: int = 4) -> keras.Model:
@@ -150,12 +149,12 @@ def test_on_maps_the_stage_trains_the_backbones_top_only_at_its_own_rate(top_lea
     assert scorer.scores(model) and scorer.captions() == on_grids.captions()
     before = {w.path: w.numpy() for w in top.weights}
     settings = ScstConfig(epochs=4, samples_per_image=4, batch_size=16, learning_rate=0.01, max_length=LENGTH)
-    history, kept = scst.train_self_critical(model, scst_images(grids, classes, on_maps=True), lambda: scorer.scores(model), settings, IDS, seed=5,
-                                             top_learning_rate=top_learning_rate)
+    history, kept = scst.train_self_critical(model, scst_images(grids, classes, on_maps=True), lambda: scorer.scores(model),
+                                             settings, IDS, seed=5, top_learning_rate=top_learning_rate)
 
     assert history[scst.REWARD_KEY][-1] > history[scst.REWARD_KEY][0] + 0.3, history
     assert kept >= 1
-    moved = {path: not np.array_equal(w.numpy(), before[path]) for w, path in ((w, w.path) for w in top.weights)}
+    moved = {w.path: not np.array_equal(w.numpy(), before[w.path]) for w in top.weights}
     conv = [path for path in moved if "conv" in path]
     statistics = [path for path in moved if "moving" in path]
     assert conv and statistics
