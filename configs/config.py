@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -552,6 +553,9 @@ def _build(cls: type, raw: Any, path: str) -> Any:
     return cls(**values)
 
 
+_YAML11_EXPONENT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
 def _convert(hint: Any, value: Any, key: str) -> Any:
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, key)
@@ -579,6 +583,8 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
         return tuple(_convert(a, v, key) for a, v in zip(args, value))
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str) and _YAML11_EXPONENT.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads 5e-5 (no dot) as a string
     if hint is Any or (isinstance(hint, type) and isinstance(value, hint)):
         if hint is int and isinstance(value, bool):
             raise ConfigError(f"config key {key!r} must be an int, got {value!r}")

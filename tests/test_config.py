@@ -312,3 +312,15 @@ def test_a_fine_tuned_top_stores_the_map_below_it_instead_of_the_grid():
 def test_settings_fine_tuning_cannot_honour_are_refused_by_name(change, message):
     with pytest.raises(ConfigError, match=message):
         load_config("flickr8k_lite0_finetune", change, env={})
+
+
+def test_a_float_written_with_an_exponent_and_no_dot_is_a_float_on_the_command_line():
+    """YAML 1.1 (PyYAML) reads `5e-5` as a string; `--set scst.learning_rate=5e-5` means the number."""
+    key, value = parse_override("scst.learning_rate=5e-5")
+    assert value == "5e-5"  # what the YAML reader gives
+    assert load_config("flickr8k_lite0_scst", {key: value}, env={}).scst.learning_rate == 5e-5
+    assert load_config("smoke", {"train.learning_rate": "1E+2"}, env={}).train.learning_rate == 100.0
+    with pytest.raises(ConfigError, match="must be float"):
+        load_config("smoke", {"train.learning_rate": "fast"}, env={})
+    with pytest.raises(ConfigError, match="must be int"):
+        load_config("smoke", {"train.epochs": "5e1"}, env={})  # only float keys take it
