@@ -20,7 +20,9 @@ top's grids (the top frozen as the first stage left it), and the dev split's gre
 captions are scored by coco-caption too (`--coco-each`: the start and every epoch, not only
 the kept one); `--scst-top-learning-rate` trains the top in that stage too, on the maps
 (models.finetune.CaptionerOnMaps). `--ce-weights` saves the first stage's weights, or
-loads them and skips it, so SCST variants start from one set of weights. No export;
+loads them and skips it, so SCST variants start from one set of weights. With a fine-tuning
+profile (flickr8k_lite0_finetune), `--set train.batch_by_image=true` batches the first stage
+by image, as the Trainer then does: the top runs once an image, not once a caption. No export;
 nothing else written. The last line is JSON.
 """
 
@@ -142,14 +144,16 @@ def main(argv: list[str] | None = None) -> int:
                   f"({history['seconds'][-1]:.0f} s)", flush=True)
 
     before = [w.numpy() for w in top.weights]
-    dev_dataset = caption_dataset(dev_rows, cfg.train.batch_size, shuffle_seed=None)
+    by_image = cfg.train.batch_by_image
+    dev_dataset = caption_dataset(dev_rows, cfg.train.batch_size, shuffle_seed=None, by_image=by_image)
     if args.ce_weights and args.ce_weights.exists():
         model(next(iter(dev_dataset))[0])  # builds the weights before they are set
         with np.load(args.ce_weights) as saved:
             model.set_weights([saved[f"arr_{i}"] for i in range(len(saved.files))])
         print(f"cross-entropy stage: the weights of {args.ce_weights}", flush=True)
     else:
-        model.fit(caption_dataset(train_rows, cfg.train.batch_size, shuffle_seed=cfg.train.seed), epochs=args.epochs,
+        train_dataset = caption_dataset(train_rows, cfg.train.batch_size, shuffle_seed=cfg.train.seed, by_image=by_image)
+        model.fit(train_dataset, epochs=args.epochs,
                   validation_data=dev_dataset, callbacks=[EpochLine()], verbose=0)
         if args.ce_weights:
             np.savez(args.ce_weights, *model.get_weights())

@@ -221,6 +221,10 @@ class TrainConfig:
     seed: int = 42
     # Adam's learning rate for the backbone's top when features.finetune_from_block is set.
     backbone_learning_rate: float = 3e-5
+    # With features.finetune_from_block: batches of batch_size // K images with all K of their
+    # captions, so the top runs once an image, not once a caption (models/trainer.py,
+    # caption_dataset). False: batch_size captions of as many images, shuffled one by one.
+    batch_by_image: bool = False
 
     def __post_init__(self) -> None:
         _check_choice("train.select_by", self.select_by, ("val_loss", "bleu_1", "bleu_2", "bleu_3", "bleu_4"))
@@ -379,6 +383,8 @@ class Config:
                     "features.finetune_from_block needs train.select_by val_loss "
                     "(greedy BLEU after every epoch would have to run the backbone's top)"
                 )
+        elif self.train.batch_by_image:
+            raise ConfigError("train.batch_by_image needs features.finetune_from_block (it saves the top's passes only)")
 
     def resolve(self, path: str) -> Path:
         """An absolute path: relative paths in profiles are relative to the repo root."""

@@ -39,8 +39,12 @@ class TopAndDecoder(keras.Model):
         self.top_optimizer = keras.optimizers.Adam(top_learning_rate) if top_learning_rate is not None else None
 
     def call(self, inputs, training=False):
+        """Maps of B images and tokens of B * K captions, image-major (K = 1 unless the
+        batches are by image: models.trainer.caption_dataset): the grid is repeated K times."""
         grid = grid_of_maps(self.top, inputs[TRANSFORMED_MAP_KEY])
-        return self.captioner({TRANSFORMED_GRID_KEY: grid, "tokens": inputs["tokens"]}, training=training)
+        tokens = inputs["tokens"]
+        grid = tf.repeat(grid, tf.shape(tokens)[0] // tf.shape(grid)[0], axis=0)
+        return self.captioner({TRANSFORMED_GRID_KEY: grid, "tokens": tokens}, training=training)
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)

@@ -120,24 +120,51 @@ def load_caption_rows(
     )
 
 
-def caption_dataset(rows: CaptionRows, batch_size: int, shuffle_seed: int | None) -> tf.data.Dataset:
+def caption_dataset(rows: CaptionRows, batch_size: int, shuffle_seed: int | None,
+                    by_image: bool = False) -> tf.data.Dataset:
     """({image inputs, tokens[:-1]}, tokens[1:], mask) batches, one row per caption.
 
     The mask is the masked loss: padding after <end> carries no weight. Image arrays are
-    gathered per batch, so they sit in memory once, not once per caption.
+    gathered per batch, so they sit in memory once, not once per caption. `by_image`: a batch
+    is batch_size // K images, each with all K of its captions (image-major; zero rows, which
+    the mask drops, pad images with fewer), and the image inputs are the images', not the
+    captions': models.finetune.TopAndDecoder repeats its grid to match, so the top runs once
+    an image.
     """
     images = {name: tf.constant(array) for name, array in rows.images.items()}
-    ds = tf.data.Dataset.from_tensor_slices((rows.image_index, rows.captions))
+    if by_image:
+        image_index, captions = captions_by_image(rows)
+        batch_size = max(1, batch_size // captions.shape[1])
+    else:
+        image_index, captions = rows.image_index, rows.captions
+    ds = tf.data.Dataset.from_tensor_slices((image_index, captions))
     if shuffle_seed is not None:
-        ds = ds.shuffle(len(rows.captions), seed=shuffle_seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(len(image_index), seed=shuffle_seed, reshuffle_each_iteration=True)
 
     def teacher_forcing(image_index: tf.Tensor, ids: tf.Tensor):
+        ids = tf.reshape(ids, [-1, tf.shape(ids)[-1]])  # by_image: [images, K, length] -> [images * K, length]
         targets = ids[:, 1:]
         mask = tf.cast(targets != 0, tf.float32)
         inputs = {name: tf.cast(tf.gather(array, image_index), tf.float32) for name, array in images.items()}
         return {**inputs, "tokens": ids[:, :-1]}, targets, mask
 
     return ds.batch(batch_size).map(teacher_forcing, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def captions_by_image(rows: CaptionRows) -> tuple[np.ndarray, np.ndarray]:
+    """The images that have captions, and their captions as [images, K, length] in row order,
+    K the most any image has; zero rows pad the others."""
+    counts = np.bincount(rows.image_index)
+    images = np.flatnonzero(counts)
+    slot_of_image = np.zeros(len(counts), dtype=np.int64)
+    slot_of_image[images] = np.arange(len(images))
+    stacked = np.zeros((len(images), counts.max(), rows.captions.shape[1]), dtype=rows.captions.dtype)
+    filled = np.zeros(len(images), dtype=np.int64)
+    for image, caption in zip(rows.image_index, rows.captions):
+        slot = slot_of_image[image]
+        stacked[slot, filled[slot]] = caption
+        filled[slot] += 1
+    return images.astype(rows.image_index.dtype), stacked
 
 
 def build_model(vocab_size: int, cfg: TrainerSections) -> keras.Model:
@@ -209,8 +236,9 @@ def train(
     }
     eval_rows = load_caption_rows(eval_files, spec, cfg.text.max_length, **image_args)
     train_rows = load_caption_rows(train_files, spec, cfg.text.max_length, **image_args)
-    train_ds = caption_dataset(train_rows, cfg.train.batch_size, shuffle_seed=cfg.train.seed)
-    eval_ds = caption_dataset(eval_rows, cfg.train.batch_size, shuffle_seed=None)
+    by_image = cfg.train.batch_by_image
+    train_ds = caption_dataset(train_rows, cfg.train.batch_size, shuffle_seed=cfg.train.seed, by_image=by_image)
+    eval_ds = caption_dataset(eval_rows, cfg.train.batch_size, shuffle_seed=None, by_image=by_image)
     fitted = model
     if block:
         fitted = TopAndDecoder(top, model, cfg.train.backbone_learning_rate)

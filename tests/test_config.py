@@ -314,6 +314,12 @@ def test_settings_fine_tuning_cannot_honour_are_refused_by_name(change, message)
         load_config("flickr8k_lite0_finetune", change, env={})
 
 
+def test_batches_by_image_are_for_a_fine_tuned_top_only():
+    assert load_config("flickr8k_lite0_finetune", {"train.batch_by_image": True}, env={}).train.batch_by_image
+    with pytest.raises(ConfigError, match="train.batch_by_image needs features.finetune_from_block"):
+        load_config("flickr8k_lite0_scst", {"train.batch_by_image": True}, env={})
+
+
 def test_a_float_written_with_an_exponent_and_no_dot_is_a_float_on_the_command_line():
     """YAML 1.1 (PyYAML) reads `5e-5` as a string; `--set scst.learning_rate=5e-5` means the number."""
     key, value = parse_override("scst.learning_rate=5e-5")
