@@ -154,17 +154,12 @@ def caption_dataset(rows: CaptionRows, batch_size: int, shuffle_seed: int | None
 def captions_by_image(rows: CaptionRows) -> tuple[np.ndarray, np.ndarray]:
     """The images that have captions, and their captions as [images, K, length] in row order,
     K the most any image has; zero rows pad the others."""
-    counts = np.bincount(rows.image_index)
-    images = np.flatnonzero(counts)
-    slot_of_image = np.zeros(len(counts), dtype=np.int64)
-    slot_of_image[images] = np.arange(len(images))
+    order = np.argsort(rows.image_index, kind="stable")  # by image, row order kept within one
+    images, first, counts = np.unique(rows.image_index[order], return_index=True, return_counts=True)
     stacked = np.zeros((len(images), counts.max(), rows.captions.shape[1]), dtype=rows.captions.dtype)
-    filled = np.zeros(len(images), dtype=np.int64)
-    for image, caption in zip(rows.image_index, rows.captions):
-        slot = slot_of_image[image]
-        stacked[slot, filled[slot]] = caption
-        filled[slot] += 1
-    return images.astype(rows.image_index.dtype), stacked
+    slot_in_image = np.arange(len(order)) - np.repeat(first, counts)
+    stacked[np.repeat(np.arange(len(images)), counts), slot_in_image] = rows.captions[order]
+    return images, stacked
 
 
 def build_model(vocab_size: int, cfg: TrainerSections) -> keras.Model:
